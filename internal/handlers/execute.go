@@ -1,0 +1,273 @@
+package handlers
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/payworker/payworker/internal/gateway"
+)
+
+type verdict int
+
+const (
+	verdictSucceeded verdict = iota + 1
+	verdictFailed
+	verdictDeadLetter
+	verdictAborted
+)
+
+// execution is what the attempts of one command came to.
+type execution struct {
+	verdict verdict
+	// result is the last gateway answer (or the status that settled it).
+	result     gateway.Result
+	attempts   int
+	reconciled bool
+	// uncertain: an attempt may have reached the gateway and its effect is
+	// not known; whoever handles the key next must reconcile first.
+	uncertain bool
+	// reason is the error code of a failure or dead letter; detail explains it.
+	reason string
+	detail string
+	first  time.Time
+	last   time.Time
+}
+
+// finding is what a status answer says of an operation we may have made.
+type finding int
+
+const (
+	findingUnknown finding = iota
+	// findingApplied: the operation took effect: that is the success.
+	findingApplied
+	// findingNotApplied: the authorisation is still open: safe to send.
+	findingNotApplied
+	// findingImpossible: the operation did not take effect and cannot now.
+	findingImpossible
+)
+
+// reconcile reads a status answer for the operation req. A capture counts as
+// applied only when the captured amount is the amount we asked for.
+func reconcile(req gateway.Request, st gateway.Status) (finding, string) {
+	switch st.State {
+	case gateway.StateNotFound:
+		return findingImpossible, "the gateway does not know the transaction"
+	case gateway.StateAuthorised:
+		return findingNotApplied, ""
+	}
+	switch req.Operation {
+	case gateway.Capture:
+		switch st.State {
+		case gateway.StateCaptured:
+			if st.CapturedAmount == req.Amount {
+				return findingApplied, ""
+			}
+			return findingImpossible, fmt.Sprintf("the authorisation is already captured for %d, not %d", st.CapturedAmount, req.Amount)
+		case gateway.StateVoided:
+			return findingImpossible, "the authorisation is voided"
+		}
+	case gateway.Void:
+		switch st.State {
+		case gateway.StateVoided:
+			return findingApplied, ""
+		case gateway.StateCaptured:
+			return findingImpossible, "the authorisation is already captured"
+		}
+	}
+	return findingUnknown, ""
+}
+
+// execute makes the gateway attempts of one command. It never resends an
+// operation whose earlier attempt may have taken effect: it first asks the
+// status endpoint (SPEC §5). uncertain says a previous holder of the key may
+// have reached the gateway.
+func (h *Handler) execute(ctx context.Context, gwName string, gw Gateway, req gateway.Request, uncertain bool) execution {
+	ex := execution{uncertain: uncertain, first: h.cfg.Now()}
+	b := h.backOff()
+	// confirm: a decline after an uncertain attempt may be the gateway
+	// refusing our second try because the first one took effect: check.
+	everUncertain := uncertain
+	for {
+		if ctx.Err() != nil {
+			ex.verdict = verdictAborted
+			return ex
+		}
+		if ex.uncertain {
+			if ex.attempts >= h.cfg.Retry.MaxAttempts {
+				return h.giveUp(ex)
+			}
+			st, err := h.status(ctx, gwName, gw, req, &ex)
+			if err != nil {
+				h.obs.Reconciled(gwName, "unknown")
+				if !h.wait(ctx, b, &ex, 0, gwName, req, "status_unknown") {
+					return ex
+				}
+				continue
+			}
+			f, detail := reconcile(req, st)
+			switch f {
+			case findingApplied:
+				h.obs.Reconciled(gwName, "applied")
+				ex.result = st.Result
+				ex.result.Outcome = gateway.Succeeded
+				if ex.result.Amount == 0 {
+					ex.result.Amount = req.Amount
+				}
+				ex.reconciled, ex.uncertain, ex.verdict = true, false, verdictSucceeded
+				return ex
+			case findingNotApplied:
+				h.obs.Reconciled(gwName, "not_applied")
+				ex.uncertain = false
+			case findingImpossible:
+				h.obs.Reconciled(gwName, "impossible")
+				ex.result = st.Result
+				ex.reconciled, ex.uncertain, ex.verdict = true, false, verdictFailed
+				ex.reason, ex.detail = "authorisation_state", detail
+				return ex
+			default:
+				h.obs.Reconciled(gwName, "unknown")
+				if !h.wait(ctx, b, &ex, 0, gwName, req, "status_unclear") {
+					return ex
+				}
+				continue
+			}
+		}
+		if ex.attempts >= h.cfg.Retry.MaxAttempts {
+			return h.giveUp(ex)
+		}
+		res := h.attempt(ctx, gwName, gw, req, &ex)
+		ex.result = res
+		switch res.Outcome {
+		case gateway.Succeeded:
+			ex.verdict = verdictSucceeded
+			return ex
+		case gateway.Declined:
+			if everUncertain {
+				// One status check tells a real refusal from the echo of
+				// our own earlier attempt.
+				if st, err := h.status(ctx, gwName, gw, req, &ex); err == nil {
+					if f, _ := reconcile(req, st); f == findingApplied {
+						h.obs.Reconciled(gwName, "applied")
+						ex.result = st.Result
+						ex.result.Outcome = gateway.Succeeded
+						if ex.result.Amount == 0 {
+							ex.result.Amount = req.Amount
+						}
+						ex.reconciled, ex.verdict = true, verdictSucceeded
+						return ex
+					}
+				}
+				ex.result = res
+			}
+			ex.verdict, ex.reason = verdictFailed, "gateway_declined"
+			ex.detail = res.Message
+			return ex
+		case gateway.Unknown:
+			ex.uncertain, everUncertain = true, true
+			if !h.wait(ctx, b, &ex, 0, gwName, req, "unknown_outcome") {
+				return ex
+			}
+		default: // Retryable
+			if !h.wait(ctx, b, &ex, res.RetryAfter, gwName, req, retryReason(res)) {
+				return ex
+			}
+		}
+	}
+}
+
+// attempt makes one gateway call and measures it.
+func (h *Handler) attempt(ctx context.Context, gwName string, gw Gateway, req gateway.Request, ex *execution) gateway.Result {
+	ex.attempts++
+	t := h.cfg.Now()
+	ex.last = t
+	res := gw.Execute(ctx, req)
+	h.obs.GatewayRequest(gwName, string(req.Operation), statusLabel(res.HTTPStatus), h.cfg.Now().Sub(t))
+	return res
+}
+
+// status makes one status call and measures it.
+func (h *Handler) status(ctx context.Context, gwName string, gw Gateway, req gateway.Request, ex *execution) (gateway.Status, error) {
+	ex.attempts++
+	t := h.cfg.Now()
+	ex.last = t
+	st, err := gw.Status(ctx, req)
+	label := "error"
+	if err == nil {
+		label = "ok"
+	}
+	h.obs.GatewayRequest(gwName, "status", label, h.cfg.Now().Sub(t))
+	return st, err
+}
+
+// wait sleeps before the next attempt: the backoff's next interval, at least
+// floor (a Retry-After), at most what is left of the budget. It returns false,
+// with the verdict set, when the budget is spent or ctx ends.
+func (h *Handler) wait(ctx context.Context, b backoff.BackOff, ex *execution, floor time.Duration, gwName string, req gateway.Request, reason string) bool {
+	next := b.NextBackOff()
+	left := h.cfg.Retry.MaxElapsed - h.cfg.Now().Sub(ex.first)
+	if next == backoff.Stop || left <= 0 || ex.attempts >= h.cfg.Retry.MaxAttempts {
+		*ex = h.giveUp(*ex)
+		return false
+	}
+	d := min(max(next, floor), left)
+	h.obs.Retry(gwName, string(req.Operation), reason)
+	if err := h.cfg.Sleep(ctx, d); err != nil {
+		ex.verdict = verdictAborted
+		return false
+	}
+	return true
+}
+
+// giveUp ends the attempts at the end of the budget: a dead letter, marked
+// outcome_unknown when the last word on the operation is uncertain.
+func (h *Handler) giveUp(ex execution) execution {
+	ex.verdict = verdictDeadLetter
+	if ex.uncertain {
+		ex.reason = "outcome_unknown"
+		ex.detail = "the gateway's answer was unknown and its status could not be confirmed within the retry budget"
+	} else {
+		ex.reason = "retries_exhausted"
+		ex.detail = "the gateway did not accept the operation within the retry budget"
+	}
+	if ex.result.Err != nil {
+		ex.detail += ": " + ex.result.Err.Error()
+	} else if ex.result.HTTPStatus != 0 {
+		ex.detail += fmt.Sprintf(": last answer HTTP %d %s %s", ex.result.HTTPStatus, ex.result.Code, ex.result.Message)
+	}
+	return ex
+}
+
+// backOff is exponential with ±50% jitter, bounded by the retry budget.
+func (h *Handler) backOff() backoff.BackOff {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(h.cfg.Retry.Initial),
+		backoff.WithMaxInterval(h.cfg.Retry.Max),
+		backoff.WithMaxElapsedTime(h.cfg.Retry.MaxElapsed),
+		backoff.WithRandomizationFactor(0.5),
+		backoff.WithMultiplier(2),
+		backoff.WithClockProvider(clockFunc(h.cfg.Now)),
+	)
+	return b
+}
+
+type clockFunc func() time.Time
+
+func (c clockFunc) Now() time.Time { return c() }
+
+func retryReason(res gateway.Result) string {
+	if res.HTTPStatus == 0 {
+		return "connection"
+	}
+	return "http_" + strconv.Itoa(res.HTTPStatus)
+}
+
+func statusLabel(code int) string {
+	if code == 0 {
+		return "error"
+	}
+	return strconv.Itoa(code)
+}

@@ -1,0 +1,335 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/payworker/payworker/internal/command"
+	"github.com/payworker/payworker/internal/events"
+	"github.com/payworker/payworker/internal/idempotency"
+)
+
+// errLeaseLost is the cancellation cause of a command's work when its lease
+// renewal is refused: another worker has taken the key over.
+var errLeaseLost = errors.New("idempotency lease lost to another holder")
+
+// storeRetryDelay is how long a message waits before redelivery when the
+// idempotency store cannot be reached (fail closed, SPEC §4.7).
+const storeRetryDelay = 2 * time.Second
+
+// Handle processes one command message and settles it. The message is
+//   - acked only after its outcome is recorded in the store and its result
+//     event is stored by JetStream, or after it is stored in the DLQ;
+//   - terminated when it is invalid or conflicts with its key, after its DLQ
+//     copy and its rejected event are stored;
+//   - NakWithDelay'd when its key or transaction is busy, or the store cannot
+//     be reached (no gateway call is made then);
+//   - Nak'd for immediate redelivery elsewhere when ctx ends before it is done.
+func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
+	start := h.cfg.Now()
+	meta, err := msg.Metadata()
+	if err != nil {
+		h.log.Error("message without JetStream metadata", slog.String("subject", msg.Subject()), slog.Any("error", err))
+		_ = msg.Term()
+		return
+	}
+	typ := commandType(msg.Subject())
+	cmd, err := command.Decode(typ, msg.Data())
+	if err != nil {
+		h.reject(ctx, msg, meta, typ, nil, rejectionOf(err), start)
+		return
+	}
+	gwName := h.route(cmd)
+	gw, ok := h.cfg.Gateways[gwName]
+	if !ok {
+		h.reject(ctx, msg, meta, typ, cmd, rejection{
+			Code:    "gateway_not_configured",
+			Field:   "gateway",
+			Message: fmt.Sprintf("gateway: %q is not configured on this worker (configured: %s)", gwName, h.gatewayNames()),
+		}, start)
+		return
+	}
+	log := h.log.With(
+		slog.String("command_id", cmd.CommandID), slog.String("type", string(cmd.Type)),
+		slog.String("idempotency_key", cmd.Key()), slog.String("merchant_id", cmd.MerchantID),
+		slog.String("transaction_id", cmd.TransactionID), slog.String("gateway", gwName))
+
+	claim, err := h.cfg.Store.Claim(ctx, idempotency.ClaimRequest{
+		Scope:       cmd.MerchantID,
+		Key:         cmd.Key(),
+		Fingerprint: cmd.Fingerprint(gwName),
+		CommandID:   cmd.CommandID,
+		Holder:      h.cfg.Holder,
+		Lease:       h.cfg.Lease,
+		TxnLock:     cmd.TransactionID,
+	})
+	if err != nil {
+		h.obs.Claim("error")
+		log.Warn("idempotency store unreachable: command waits, no gateway call", slog.Any("error", err))
+		h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(storeRetryDelay)))
+		h.obs.CommandDone(string(cmd.Type), "requeued", h.cfg.Now().Sub(start))
+		return
+	}
+	h.obs.Claim(claim.Status.String())
+
+	switch claim.Status {
+	case idempotency.Conflict:
+		h.reject(ctx, msg, meta, typ, cmd, rejection{
+			Code:  "idempotency_key_conflict",
+			Field: "idempotency_key",
+			Message: fmt.Sprintf("idempotency_key: %q was first used by command %s with other parameters (type, gateway, transaction, amount or currency); a key names one operation",
+				clip(cmd.Key()), claim.Record.CommandID),
+		}, start)
+	case idempotency.Completed:
+		h.completed(ctx, log, msg, meta, cmd, gwName, claim.Record, start)
+	case idempotency.Busy:
+		d := min(max(claim.RetryAfter, 100*time.Millisecond), h.cfg.Lease)
+		log.Debug("key or transaction busy: redelivery later", slog.Duration("delay", d))
+		h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(d)))
+		h.obs.CommandDone(string(cmd.Type), "requeued", h.cfg.Now().Sub(start))
+	case idempotency.Acquired, idempotency.Resumed:
+		uncertain := claim.Status == idempotency.Resumed && claim.Record.Uncertain
+		h.run(ctx, log, msg, meta, cmd, gwName, gw, claim.Record.Token, uncertain, start)
+	default:
+		log.Error("unexpected claim status", slog.String("status", claim.Status.String()))
+		h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(storeRetryDelay)))
+	}
+}
+
+// run executes a claimed command under a renewed lease and settles it.
+func (h *Handler) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata,
+	cmd *command.Command, gwName string, gw Gateway, token int64, uncertain bool, start time.Time) {
+	work, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopRenew := h.keepAlive(work, cancel, log, msg, cmd, token)
+	ex := h.execute(work, gwName, gw, cmd.Request(), uncertain)
+	stopRenew()
+
+	// From here on, finishing must not be cut short by the work context: an
+	// outcome that reached the gateway is recorded and announced.
+	fin, cancelFin := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.Lease)
+	defer cancelFin()
+
+	switch ex.verdict {
+	case verdictSucceeded, verdictFailed:
+		h.finish(ctx, fin, log, msg, cmd, gwName, token, ex, start)
+	case verdictDeadLetter:
+		h.deadLetter(ctx, fin, log, msg, meta, cmd, gwName, token, ex, start)
+	case verdictAborted:
+		lost := errors.Is(context.Cause(work), errLeaseLost)
+		if !lost {
+			if err := h.cfg.Store.Release(fin, cmd.MerchantID, cmd.Key(), token, ex.uncertain); err != nil {
+				log.Warn("release after abort", slog.Any("error", err))
+			}
+		}
+		log.Info("command handed back", slog.Bool("lease_lost", lost), slog.Bool("uncertain", ex.uncertain), slog.Int("attempts", ex.attempts))
+		if lost {
+			h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(h.cfg.Lease)))
+		} else {
+			h.settle(log, "nak", msg.Nak())
+		}
+		h.obs.CommandDone(string(cmd.Type), "requeued", h.cfg.Now().Sub(start))
+	}
+}
+
+// keepAlive renews the lease and extends the message's ack deadline until the
+// returned stop is called. A renewal refused by the fencing token cancels the
+// work with errLeaseLost.
+func (h *Handler) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, log *slog.Logger,
+	msg jetstream.Msg, cmd *command.Command, token int64) (stop func()) {
+	every := min(h.cfg.Lease, h.cfg.AckWait) / 3
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			_ = msg.InProgress()
+			err := h.cfg.Store.Renew(ctx, cmd.MerchantID, cmd.Key(), token, h.cfg.Lease)
+			switch {
+			case errors.Is(err, idempotency.ErrFenced):
+				log.Warn("lease lost: another worker took the key over; abandoning")
+				cancel(errLeaseLost)
+				return
+			case err != nil && ctx.Err() == nil:
+				log.Warn("lease renewal failed; retrying", slog.Any("error", err))
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// finish records a terminal outcome, publishes its event and acks.
+func (h *Handler) finish(ctx, fin context.Context, log *slog.Logger, msg jetstream.Msg, cmd *command.Command,
+	gwName string, token int64, ex execution, start time.Time) {
+	succeeded := ex.verdict == verdictSucceeded
+	kind := events.TerminalKind(string(cmd.Type), succeeded)
+	ev := events.New(kind, events.TerminalID(cmd.MerchantID, cmd.Key()), h.cfg.Source, h.cfg.Now(), h.eventData(cmd, gwName, ex))
+	body, err := ev.Marshal()
+	if err != nil {
+		log.Error("encode event", slog.Any("error", err))
+		h.settle(log, "nak", msg.Nak())
+		return
+	}
+	out := idempotency.Outcome{Succeeded: succeeded, EventID: ev.ID, Subject: h.cfg.Streams.EventSubject(string(kind)), Event: body}
+	if err := h.complete(ctx, log, cmd, token, out); err != nil {
+		// Fenced or given up: the key's new holder reconciles through the
+		// status call and announces the outcome; this delivery comes back to
+		// find it completed.
+		log.Warn("outcome not recorded", slog.Any("error", err))
+		h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(h.cfg.Lease)))
+		h.obs.CommandDone(string(cmd.Type), "requeued", h.cfg.Now().Sub(start))
+		return
+	}
+	if err := h.publish(ctx, out.Subject, body, out.EventID, nil); err != nil {
+		log.Warn("event not stored; redelivery will publish it", slog.Any("error", err))
+		h.settle(log, "nak", msg.Nak())
+		return
+	}
+	h.obs.EventPublished(string(kind))
+	h.settle(log, "ack", msg.DoubleAck(fin))
+	outcome := "failed"
+	if succeeded {
+		outcome = "succeeded"
+	}
+	h.obs.CommandDone(string(cmd.Type), outcome, h.cfg.Now().Sub(start))
+	attrs := []any{slog.String("outcome", outcome), slog.Int("attempts", ex.attempts),
+		slog.String("gateway_code", ex.result.Code), slog.Bool("reconciled", ex.reconciled),
+		slog.Duration("duration", h.cfg.Now().Sub(start)), slog.String("event_id", ev.ID)}
+	if !succeeded {
+		attrs = append(attrs, slog.String("error_code", ex.reason), slog.String("gateway_message", ex.result.Message))
+	}
+	log.Info("command done", attrs...)
+}
+
+// complete stores the outcome, retrying while the store is unreachable. It
+// gives up on ErrFenced and when ctx ends.
+func (h *Handler) complete(ctx context.Context, log *slog.Logger, cmd *command.Command, token int64, out idempotency.Outcome) error {
+	delay := 100 * time.Millisecond
+	for {
+		err := h.cfg.Store.Complete(ctx, cmd.MerchantID, cmd.Key(), token, out)
+		if err == nil || errors.Is(err, idempotency.ErrFenced) {
+			return err
+		}
+		log.Warn("recording the outcome failed; retrying", slog.Any("error", err))
+		if err := h.cfg.Sleep(ctx, jitter(delay)); err != nil {
+			return fmt.Errorf("record outcome: %w", err)
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// completed settles a message whose key already has its outcome: a redelivery
+// of the command that reached it republishes the stored event (JetStream drops
+// it as a duplicate if the first publication arrived); any other command gets a
+// duplicate event naming the original.
+func (h *Handler) completed(ctx context.Context, log *slog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata,
+	cmd *command.Command, gwName string, rec idempotency.Record, start time.Time) {
+	if rec.Outcome == nil {
+		log.Error("completed record without outcome")
+		h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(storeRetryDelay)))
+		return
+	}
+	if meta.NumDelivered > 1 && rec.CommandID == cmd.CommandID {
+		if err := h.publish(ctx, rec.Outcome.Subject, rec.Outcome.Event, rec.Outcome.EventID, nil); err != nil {
+			log.Warn("republishing the terminal event failed", slog.Any("error", err))
+			h.settle(log, "nak", msg.Nak())
+			return
+		}
+		h.settle(log, "ack", msg.DoubleAck(ctx))
+		h.obs.CommandDone(string(cmd.Type), "redelivered", h.cfg.Now().Sub(start))
+		log.Info("redelivered command already done; terminal event ensured", slog.String("event_id", rec.Outcome.EventID))
+		return
+	}
+	data := h.commandData(cmd, gwName)
+	data.OriginalEventID = rec.Outcome.EventID
+	data.OriginalCommandID = rec.CommandID
+	id := events.MessageID(events.Duplicate, cmd.MerchantID, cmd.Key(), seqID(meta))
+	ev := events.New(events.Duplicate, id, h.cfg.Source, h.cfg.Now(), data)
+	body, err := ev.Marshal()
+	if err == nil {
+		err = h.publish(ctx, h.cfg.Streams.EventSubject(string(events.Duplicate)), body, id, nil)
+	}
+	if err != nil {
+		log.Warn("duplicate event not stored", slog.Any("error", err))
+		h.settle(log, "nak", msg.Nak())
+		return
+	}
+	h.obs.EventPublished(string(events.Duplicate))
+	h.settle(log, "ack", msg.DoubleAck(ctx))
+	h.obs.CommandDone(string(cmd.Type), "duplicate", h.cfg.Now().Sub(start))
+	log.Info("duplicate of a completed key: no gateway call", slog.String("original_event_id", rec.Outcome.EventID),
+		slog.String("original_command_id", rec.CommandID))
+}
+
+func (h *Handler) settle(log *slog.Logger, what string, err error) {
+	if err != nil {
+		log.Warn("settling the message failed; JetStream will redeliver it", slog.String("action", what), slog.Any("error", err))
+	}
+}
+
+// route picks the gateway: the command's own, the merchant's route, the default.
+func (h *Handler) route(cmd *command.Command) string {
+	if cmd.Gateway != "" {
+		return cmd.Gateway
+	}
+	if gw, ok := h.cfg.Routes[cmd.MerchantID]; ok {
+		return gw
+	}
+	return h.cfg.DefaultGateway
+}
+
+func (h *Handler) gatewayNames() string {
+	names := make([]string, 0, len(h.cfg.Gateways))
+	for n := range h.cfg.Gateways {
+		names = append(names, n)
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
+
+// commandType is the last token of the subject: payments.cmd.capture → capture.
+func commandType(subject string) string {
+	if i := strings.LastIndexByte(subject, '.'); i >= 0 {
+		return subject[i+1:]
+	}
+	return subject
+}
+
+// seqID names one message of the commands stream, for deterministic event ids.
+func seqID(meta *jetstream.MsgMetadata) string {
+	return fmt.Sprintf("%s:%d", meta.Stream, meta.Sequence.Stream)
+}
+
+// jitter spreads d by ±20% so redeliveries of many messages do not align.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	f := 0.8 + 0.4*rand.Float64()
+	return time.Duration(float64(d) * f)
+}
+
+func clip(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
+}

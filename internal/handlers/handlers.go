@@ -1,0 +1,152 @@
+// Package handlers decides what becomes of one command message: it decodes and
+// validates it, claims its idempotency key, drives the gateway with backoff and
+// reconciliation, records the outcome, publishes the result event and only then
+// acknowledges the message. Every ack decision lives in this package.
+package handlers
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/payworker/payworker/internal/gateway"
+	"github.com/payworker/payworker/internal/idempotency"
+	"github.com/payworker/payworker/internal/streams"
+)
+
+// Gateway is what the handler needs from a gateway adapter.
+type Gateway interface {
+	// Execute makes one attempt at the operation and classifies its outcome.
+	Execute(ctx context.Context, req gateway.Request) gateway.Result
+	// Status asks what became of the authorisation; an error means it could not tell.
+	Status(ctx context.Context, req gateway.Request) (gateway.Status, error)
+}
+
+// Store is what the handler needs from the idempotency store.
+type Store interface {
+	Claim(ctx context.Context, req idempotency.ClaimRequest) (idempotency.Claim, error)
+	Renew(ctx context.Context, scope, key string, token int64, lease time.Duration) error
+	Complete(ctx context.Context, scope, key string, token int64, out idempotency.Outcome) error
+	Release(ctx context.Context, scope, key string, token int64, uncertain bool) error
+}
+
+// Observer receives the handler's measurements (Prometheus in production).
+type Observer interface {
+	CommandDone(typ, outcome string, d time.Duration)
+	GatewayRequest(gateway, operation, status string, d time.Duration)
+	Retry(gateway, operation, reason string)
+	Claim(result string)
+	Reconciled(gateway, result string)
+	EventPublished(kind string)
+}
+
+// Retry bounds the gateway attempts of one command: exponential backoff with
+// jitter from Initial to Max between attempts, at most MaxAttempts gateway calls
+// (status calls included) and MaxElapsed in all.
+type Retry struct {
+	Initial     time.Duration
+	Max         time.Duration
+	MaxElapsed  time.Duration
+	MaxAttempts int
+}
+
+// Config is everything a Handler is built from.
+type Config struct {
+	JetStream jetstream.JetStream
+	Streams   streams.Config
+	Store     Store
+	// Gateways maps a gateway name ("paymentoptions", "sibs") to its adapter;
+	// only configured gateways are present.
+	Gateways map[string]Gateway
+	// Routes maps a merchant to its gateway when the command names none.
+	Routes map[string]string
+	// DefaultGateway serves commands that name none and have no route.
+	DefaultGateway string
+	Retry          Retry
+	// Lease is the idempotency lease; it is renewed every Lease/3 while work runs.
+	Lease time.Duration
+	// AckWait is the consumer's ack wait; InProgress is sent every AckWait/3.
+	AckWait time.Duration
+	// Holder names this worker in idempotency records.
+	Holder string
+	// Source is the CloudEvents source of the events it publishes.
+	Source   string
+	Logger   *slog.Logger
+	Observer Observer
+	// Now and Sleep are the clock; tests replace them. Sleep returns ctx.Err()
+	// when ctx ends first.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
+}
+
+// Handler processes command messages. It is safe for concurrent use: the
+// worker runs up to WORKER_CONCURRENCY Handle calls at once.
+type Handler struct {
+	cfg Config
+	log *slog.Logger
+	obs Observer
+}
+
+// New returns a Handler; zero durations and a nil Logger, Observer, Now or
+// Sleep get working defaults.
+func New(cfg Config) *Handler {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = sleep
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.Retry.Initial <= 0 {
+		cfg.Retry.Initial = 200 * time.Millisecond
+	}
+	if cfg.Retry.Max <= 0 {
+		cfg.Retry.Max = 10 * time.Second
+	}
+	if cfg.Retry.MaxElapsed <= 0 {
+		cfg.Retry.MaxElapsed = 2 * time.Minute
+	}
+	if cfg.Retry.MaxAttempts <= 0 {
+		cfg.Retry.MaxAttempts = 10
+	}
+	if cfg.Source == "" {
+		cfg.Source = "urn:payworker:worker"
+	}
+	return &Handler{cfg: cfg, log: cfg.Logger, obs: cfg.Observer}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+type nopObserver struct{}
+
+func (nopObserver) CommandDone(string, string, time.Duration)            {}
+func (nopObserver) GatewayRequest(string, string, string, time.Duration) {}
+func (nopObserver) Retry(string, string, string)                         {}
+func (nopObserver) Claim(string)                                         {}
+func (nopObserver) Reconciled(string, string)                            {}
+func (nopObserver) EventPublished(string)                                {}

@@ -1,0 +1,276 @@
+package handlers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/payworker/payworker/internal/command"
+	"github.com/payworker/payworker/internal/events"
+)
+
+// Dead-letter headers: why a message is in PAYMENT_DLQ and where it came from.
+const (
+	HeaderReason         = "Payworker-Reason"
+	HeaderError          = "Payworker-Error"
+	HeaderField          = "Payworker-Field"
+	HeaderAttempts       = "Payworker-Attempts"
+	HeaderLastAnswer     = "Payworker-Last-Gateway-Answer"
+	HeaderUncertain      = "Payworker-Outcome-Uncertain"
+	HeaderOrigSubject    = "Payworker-Original-Subject"
+	HeaderOrigStream     = "Payworker-Original-Stream"
+	HeaderOrigSequence   = "Payworker-Original-Sequence"
+	HeaderFirstAttempt   = "Payworker-First-Attempt"
+	HeaderLastAttempt    = "Payworker-Last-Attempt"
+	HeaderDeadLetteredAt = "Payworker-Dead-Lettered-At"
+)
+
+// rejection is why a message is refused before any gateway call.
+type rejection struct {
+	Code    string
+	Field   string
+	Message string
+}
+
+func rejectionOf(err error) rejection {
+	var inv *command.InvalidError
+	if errors.As(err, &inv) {
+		return rejection{Code: inv.Code(), Field: inv.Field(), Message: inv.Error()}
+	}
+	return rejection{Code: "invalid_command", Message: err.Error()}
+}
+
+// reject copies the raw message to <prefix>.dlq.invalid, publishes a rejected
+// event naming the field and the rule, then terminates the message so it is
+// never redelivered. If either publication fails the message is left for
+// redelivery instead: nothing is dropped unrecorded.
+func (h *Handler) reject(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, typ string,
+	cmd *command.Command, why rejection, start time.Time) {
+	log := h.log.With(slog.String("subject", msg.Subject()), slog.Uint64("stream_seq", meta.Sequence.Stream),
+		slog.String("error_code", why.Code), slog.String("field", why.Field))
+
+	hdr := nats.Header{}
+	hdr.Set(HeaderReason, why.Code)
+	hdr.Set(HeaderError, why.Message)
+	if why.Field != "" {
+		hdr.Set(HeaderField, why.Field)
+	}
+	h.originHeaders(hdr, msg, meta)
+	dlqSubject := h.cfg.Streams.DLQSubject("invalid")
+	ack, err := h.publishAck(ctx, dlqSubject, msg.Data(), "dlq:"+seqID(meta), hdr)
+	if err != nil {
+		log.Warn("rejected message not stored in the DLQ; left for redelivery", slog.Any("error", err))
+		h.settle(log, "nak", msg.Nak())
+		return
+	}
+
+	var data events.Data
+	if cmd != nil {
+		data = h.commandData(cmd, h.route(cmd))
+	} else {
+		data = bestEffortData(msg.Data(), typ)
+	}
+	data.Error = &events.Error{Code: why.Code, Message: why.Message, Field: why.Field, Retryable: false}
+	data.DLQSubject, data.DLQSequence = dlqSubject, ack.Sequence
+	id := events.MessageID(events.Rejected, data.MerchantID, data.IdempotencyKey, seqID(meta))
+	ev := events.New(events.Rejected, id, h.cfg.Source, h.cfg.Now(), data)
+	body, err := ev.Marshal()
+	if err == nil {
+		err = h.publish(ctx, h.cfg.Streams.EventSubject(string(events.Rejected)), body, id, nil)
+	}
+	if err != nil {
+		log.Warn("rejected event not stored; left for redelivery", slog.Any("error", err))
+		h.settle(log, "nak", msg.Nak())
+		return
+	}
+	h.obs.EventPublished(string(events.Rejected))
+	h.settle(log, "term", msg.Term())
+	outcome := "rejected"
+	if why.Code == "idempotency_key_conflict" {
+		outcome = "conflict"
+	}
+	h.obs.CommandDone(typ, outcome, h.cfg.Now().Sub(start))
+	log.Info("command rejected", slog.String("error", why.Message), slog.String("event_id", id))
+}
+
+// deadLetter stores the command in <prefix>.dlq.<type> with the reason, then
+// publishes the dead_lettered event, releases the key (keeping the record so a
+// replay reconciles first when the outcome is uncertain) and acks.
+func (h *Handler) deadLetter(ctx, fin context.Context, log *slog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata,
+	cmd *command.Command, gwName string, token int64, ex execution, start time.Time) {
+	hdr := nats.Header{}
+	hdr.Set(HeaderReason, ex.reason)
+	hdr.Set(HeaderError, ex.detail)
+	hdr.Set(HeaderAttempts, strconv.Itoa(ex.attempts))
+	hdr.Set(HeaderUncertain, strconv.FormatBool(ex.uncertain))
+	if ex.result.HTTPStatus != 0 || ex.result.Code != "" {
+		hdr.Set(HeaderLastAnswer, fmt.Sprintf("HTTP %d %s %s", ex.result.HTTPStatus, ex.result.Code, ex.result.Message))
+	} else if ex.result.Err != nil {
+		hdr.Set(HeaderLastAnswer, ex.result.Err.Error())
+	}
+	hdr.Set(HeaderFirstAttempt, ex.first.UTC().Format(time.RFC3339Nano))
+	hdr.Set(HeaderLastAttempt, ex.last.UTC().Format(time.RFC3339Nano))
+	hdr.Set(HeaderDeadLetteredAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
+	h.originHeaders(hdr, msg, meta)
+	dlqSubject := h.cfg.Streams.DLQSubject(string(cmd.Type))
+	msgID := fmt.Sprintf("dlq:%s:%d", seqID(meta), token)
+	ack, err := h.publishAck(fin, dlqSubject, msg.Data(), msgID, hdr)
+	if err != nil {
+		log.Warn("dead letter not stored; releasing for redelivery", slog.Any("error", err))
+		_ = h.cfg.Store.Release(fin, cmd.MerchantID, cmd.Key(), token, ex.uncertain)
+		h.settle(log, "nak", msg.Nak())
+		return
+	}
+	data := h.eventData(cmd, gwName, ex)
+	data.DLQSubject, data.DLQSequence = dlqSubject, ack.Sequence
+	id := events.MessageID(events.DeadLettered, cmd.MerchantID, cmd.Key(), msgID)
+	ev := events.New(events.DeadLettered, id, h.cfg.Source, h.cfg.Now(), data)
+	body, err := ev.Marshal()
+	if err == nil {
+		err = h.publish(fin, h.cfg.Streams.EventSubject(string(events.DeadLettered)), body, id, nil)
+	}
+	if err != nil {
+		log.Warn("dead_lettered event not stored", slog.Any("error", err))
+	} else {
+		h.obs.EventPublished(string(events.DeadLettered))
+	}
+	if err := h.cfg.Store.Release(fin, cmd.MerchantID, cmd.Key(), token, ex.uncertain); err != nil {
+		log.Warn("release after dead letter (the lease will expire instead)", slog.Any("error", err))
+	}
+	h.settle(log, "ack", msg.DoubleAck(fin))
+	h.obs.CommandDone(string(cmd.Type), "dead_lettered", h.cfg.Now().Sub(start))
+	log.Warn("command dead-lettered", slog.String("reason", ex.reason), slog.String("detail", ex.detail),
+		slog.Int("attempts", ex.attempts), slog.String("dlq_subject", dlqSubject), slog.Uint64("dlq_seq", ack.Sequence))
+}
+
+func (h *Handler) originHeaders(hdr nats.Header, msg jetstream.Msg, meta *jetstream.MsgMetadata) {
+	hdr.Set(HeaderOrigSubject, msg.Subject())
+	hdr.Set(HeaderOrigStream, meta.Stream)
+	hdr.Set(HeaderOrigSequence, strconv.FormatUint(meta.Sequence.Stream, 10))
+}
+
+// publish stores a message in JetStream under msgID, retrying until it is
+// acknowledged or ctx ends. A duplicate ack (same msgID within the window)
+// counts as stored.
+func (h *Handler) publish(ctx context.Context, subject string, data []byte, msgID string, hdr nats.Header) error {
+	_, err := h.publishAck(ctx, subject, data, msgID, hdr)
+	return err
+}
+
+func (h *Handler) publishAck(ctx context.Context, subject string, data []byte, msgID string, hdr nats.Header) (*jetstream.PubAck, error) {
+	delay := 50 * time.Millisecond
+	for {
+		m := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+		for k, v := range hdr {
+			m.Header[k] = v
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ack, err := h.cfg.JetStream.PublishMsg(pctx, m, jetstream.WithMsgID(msgID))
+		cancel()
+		if err == nil {
+			return ack, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("publish %s: %w", subject, err)
+		}
+		h.log.Warn("publish failed; retrying", slog.String("subject", subject), slog.Any("error", err))
+		if err := h.cfg.Sleep(ctx, jitter(delay)); err != nil {
+			return nil, fmt.Errorf("publish %s: %w", subject, err)
+		}
+		delay = min(delay*2, 2*time.Second)
+	}
+}
+
+// commandData is the event data every event about a valid command carries.
+func (h *Handler) commandData(cmd *command.Command, gwName string) events.Data {
+	return events.Data{
+		CommandID:      cmd.CommandID,
+		IdempotencyKey: cmd.Key(),
+		MerchantID:     cmd.MerchantID,
+		TransactionID:  cmd.TransactionID,
+		CommandType:    string(cmd.Type),
+		Gateway:        gwName,
+		Amount:         cmd.Amount,
+		Currency:       cmd.Currency,
+		Metadata:       cmd.Metadata,
+	}
+}
+
+// eventData adds what the gateway said to commandData.
+func (h *Handler) eventData(cmd *command.Command, gwName string, ex execution) events.Data {
+	d := h.commandData(cmd, gwName)
+	r := ex.result
+	d.Attempts = ex.attempts
+	d.Reconciled = ex.reconciled
+	d.GatewayCode = r.Code
+	d.GatewayMessage = r.Message
+	d.GatewayResponseCode = r.ResponseCode
+	d.GatewayTransactionID = r.TransactionID
+	d.GatewayRef = r.Ref
+	d.AuthCode = r.AuthCode
+	d.Scheme = r.Scheme
+	d.MaskedCardNumber = r.MaskedPAN
+	if d.Currency == "" {
+		d.Currency = r.Currency
+	}
+	if d.Amount == nil && r.Amount != 0 {
+		a := r.Amount
+		d.Amount = &a
+	}
+	switch ex.verdict {
+	case verdictFailed:
+		msg := ex.detail
+		if msg == "" {
+			msg = r.Message
+		}
+		if msg == "" {
+			msg = "the gateway refused the operation"
+		}
+		d.Error = &events.Error{Code: ex.reason, Message: msg, Retryable: false}
+	case verdictDeadLetter:
+		d.Error = &events.Error{Code: ex.reason, Message: ex.detail, Retryable: true}
+	}
+	return d
+}
+
+// bestEffortData reads what it can from an invalid message for its rejected
+// event: only string fields of a JSON object, clipped to their schema sizes.
+func bestEffortData(raw []byte, typ string) events.Data {
+	var m map[string]any
+	if len(raw) > command.MaxSize || json.Unmarshal(raw, &m) != nil {
+		return events.Data{CommandType: knownType(typ)}
+	}
+	str := func(k string, max int) string {
+		s, _ := m[k].(string)
+		if len(s) > max {
+			return ""
+		}
+		return s
+	}
+	d := events.Data{
+		CommandID:      str("command_id", 64),
+		IdempotencyKey: str("idempotency_key", 255),
+		MerchantID:     str("merchant_id", 10),
+		TransactionID:  str("transaction_id", 36),
+		CommandType:    knownType(typ),
+	}
+	if d.IdempotencyKey == "" {
+		d.IdempotencyKey = d.CommandID
+	}
+	return d
+}
+
+func knownType(typ string) string {
+	switch command.Type(typ) {
+	case command.Capture, command.Void:
+		return typ
+	}
+	return ""
+}
