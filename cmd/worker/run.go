@@ -1,0 +1,296 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/payworker/payworker/internal/handlers"
+	"github.com/payworker/payworker/internal/idempotency"
+	"github.com/payworker/payworker/internal/logging"
+	"github.com/payworker/payworker/internal/metrics"
+	"github.com/payworker/payworker/internal/natsserver"
+	"github.com/payworker/payworker/internal/ops"
+	"github.com/payworker/payworker/internal/paymentoptions"
+	"github.com/payworker/payworker/internal/sandbox"
+	"github.com/payworker/payworker/internal/streams"
+	"github.com/payworker/payworker/internal/worker"
+)
+
+// run builds the worker from its arguments and environment and runs it until
+// ctx ends; it returns nil after a clean shutdown.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 2 && args[1] == "healthcheck" {
+		return healthcheck(ctx, args[2])
+	}
+	cfg, err := parseConfig(args[1:], getenv, os.ReadFile)
+	if errors.Is(err, flag.ErrHelp) {
+		usage(stdout)
+		return nil
+	}
+	if err != nil {
+		return usageError{err}
+	}
+	isTerm := false
+	if f, ok := stderr.(*os.File); ok {
+		isTerm = logging.IsTerminal(f)
+	}
+	log, err := logging.New(stderr, cfg.LogFormat, cfg.LogLevel, isTerm)
+	if err != nil {
+		return usageError{err}
+	}
+	if cfg.WorkerID == "" {
+		host, _ := os.Hostname()
+		cfg.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	log = log.With(slog.String("worker_id", cfg.WorkerID))
+
+	a := &app{cfg: cfg, log: log}
+	defer a.close()
+	if err := a.start(ctx); err != nil {
+		return err
+	}
+	return a.serve(ctx)
+}
+
+// app holds what run starts, so close can stop it in one visible order.
+type app struct {
+	cfg     Config
+	log     *slog.Logger
+	ns      *server.Server
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	rdb     *redis.Client
+	store   idempotency.Store
+	sandbox func(context.Context) error
+	reg     *prometheus.Registry
+	metrics *metrics.Metrics
+	worker  *worker.Worker
+}
+
+func (a *app) start(ctx context.Context) error {
+	cfg, log := a.cfg, a.log
+	natsURL := cfg.NATSURL
+	if cfg.EmbeddedNATS() {
+		host, port, err := splitHostPort(cfg.EmbeddedNATSAddr)
+		if err != nil {
+			return usageError{fmt.Errorf("EMBEDDED_NATS_ADDR: %w", err)}
+		}
+		dir := filepath.Join(cfg.DataDir, "nats")
+		ns, err := natsserver.Start(natsserver.Options{Host: host, Port: port, StoreDir: dir, ServerName: "payworker-embedded"})
+		if errors.Is(err, natsserver.ErrPortInUse) {
+			return fmt.Errorf("embedded NATS server: %w; set EMBEDDED_NATS_ADDR to another address, or NATS_URL=nats://%s to use the server that holds it", err, cfg.EmbeddedNATSAddr)
+		}
+		if err != nil {
+			return fmt.Errorf("embedded NATS server: %w", err)
+		}
+		a.ns = ns
+		natsURL = ns.ClientURL()
+		log.Info("no NATS_URL: running an embedded NATS server with JetStream", slog.String("url", natsURL), slog.String("store_dir", dir))
+	}
+	opts := []nats.Option{
+		nats.Name("payworker-worker " + cfg.WorkerID),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", slog.Any("error", err)) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", slog.String("url", c.ConnectedUrlRedacted())) }),
+	}
+	if cfg.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+	}
+	nc, err := nats.Connect(natsURL, opts...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s (NATS_URL): %w", natsURL, err)
+	}
+	a.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	a.js = js
+	if err := streams.Provision(ctx, js, cfg.Streams); err != nil {
+		return err
+	}
+	log.Info("streams ready", slog.String("commands", cfg.Streams.Commands), slog.String("events", cfg.Streams.Events),
+		slog.String("dlq", cfg.Streams.DLQ), slog.Int("replicas", cfg.Streams.Replicas))
+
+	if cfg.KVStore() {
+		kv, err := idempotency.NewKV(ctx, js, idempotency.KVOptions{TTL: cfg.IdempotencyTTL, Replicas: cfg.Streams.Replicas})
+		if err != nil {
+			return fmt.Errorf("idempotency key-value bucket: %w", err)
+		}
+		a.store = kv
+		log.Info("no REDIS_URL: idempotency keys in a JetStream key-value bucket", slog.Duration("ttl", cfg.IdempotencyTTL))
+	} else {
+		ropts, err := redis.ParseURL(cfg.RedisURL.String())
+		if err != nil {
+			return usageError{fmt.Errorf("REDIS_URL: %w", err)}
+		}
+		a.rdb = redis.NewClient(ropts)
+		a.store = idempotency.NewRedis(a.rdb, idempotency.RedisOptions{TTL: cfg.IdempotencyTTL})
+		if err := a.store.Ping(ctx); err != nil {
+			// Fail closed, but run: commands wait until Redis answers.
+			log.Warn("Redis not reachable yet: commands will wait for it", slog.String("addr", ropts.Addr), slog.Any("error", err))
+		}
+		log.Info("idempotency keys in Redis", slog.String("addr", ropts.Addr), slog.Duration("ttl", cfg.IdempotencyTTL))
+	}
+
+	gws := map[string]handlers.Gateway{}
+	poURL, apiKey, xKey := cfg.PaymentOptionsBaseURL, cfg.PaymentOptionsAPIKey.Reveal(), cfg.PaymentOptionsXAPIKey.Reveal()
+	if cfg.Sandbox() {
+		sb := sandbox.New(sandbox.Options{APIKey: "sandbox", XAPIKey: "sandbox", Logger: log.With(slog.String("component", "sandbox"))})
+		base, stop, err := sb.Start(cfg.SandboxAddr)
+		if err != nil {
+			return fmt.Errorf("sandbox gateway on %s: %w; set SANDBOX_ADDR to another address, or PAYMENTOPTIONS_BASE_URL to a real gateway", cfg.SandboxAddr, err)
+		}
+		a.sandbox = stop
+		u, err := url.Parse(base)
+		if err != nil {
+			return fmt.Errorf("sandbox base URL %q: %w", base, err)
+		}
+		poURL, apiKey, xKey = u, "sandbox", "sandbox"
+		log.Info("no PAYMENTOPTIONS_BASE_URL: running the sandbox gateway in-process", slog.String("base_url", base))
+	}
+	po, err := paymentoptions.New(paymentoptions.Config{BaseURL: poURL, APIKey: apiKey, XAPIKey: xKey, Timeout: cfg.GatewayTimeout})
+	if err != nil {
+		return usageError{fmt.Errorf("PAYMENTOPTIONS_BASE_URL: %w", err)}
+	}
+	gws[GatewayPaymentOptions] = po
+	log.Info("gateway configured", slog.String("gateway", GatewayPaymentOptions), slog.String("base_url", poURL.Redacted()))
+
+	a.reg = prometheus.NewRegistry()
+	a.metrics = metrics.New(a.reg)
+	h := handlers.New(handlers.Config{
+		JetStream:      js,
+		Streams:        cfg.Streams,
+		Store:          a.store,
+		Gateways:       gws,
+		Routes:         cfg.GatewayRoutes,
+		DefaultGateway: cfg.DefaultGateway,
+		Retry: handlers.Retry{
+			Initial: cfg.RetryInitialInterval, Max: cfg.RetryMaxInterval,
+			MaxElapsed: cfg.RetryMaxElapsed, MaxAttempts: cfg.RetryMaxAttempts,
+		},
+		Lease:    cfg.LeaseDuration,
+		AckWait:  cfg.AckWait,
+		Holder:   cfg.WorkerID,
+		Source:   "urn:payworker:worker:" + cfg.WorkerID,
+		Logger:   log,
+		Observer: a.metrics,
+	})
+	a.worker = worker.New(worker.Config{
+		JetStream:       js,
+		Streams:         cfg.Streams,
+		Handler:         h,
+		Concurrency:     cfg.WorkerConcurrency,
+		AckWait:         cfg.AckWait,
+		MaxDeliver:      cfg.MaxDeliver,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          log,
+		InFlight:        a.metrics.InFlight,
+	})
+	return nil
+}
+
+// serve runs the consumer and the ops endpoints until ctx ends.
+func (a *app) serve(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	if a.cfg.HTTPAddr != "" && a.cfg.HTTPAddr != "off" {
+		addr, wait, err := ops.Serve(gctx, a.cfg.HTTPAddr, ops.Handler(a.reg, a.ready), a.log)
+		if err != nil {
+			return fmt.Errorf("HTTP_ADDR %s: %w", a.cfg.HTTPAddr, err)
+		}
+		a.log.Info("ops endpoints", slog.String("addr", addr), slog.String("paths", "/healthz /readyz /metrics"))
+		g.Go(wait)
+	}
+	g.Go(func() error { return a.worker.Run(gctx) })
+	a.log.Info("worker started", slog.Int("concurrency", a.cfg.WorkerConcurrency), slog.String("consumer", a.cfg.Streams.Consumer))
+	err := g.Wait()
+	a.log.Info("worker stopped")
+	return err
+}
+
+// ready is /readyz: NATS connected, idempotency store reachable, consumer bound.
+func (a *app) ready(ctx context.Context) error {
+	if !a.nc.IsConnected() {
+		return fmt.Errorf("NATS: %s", a.nc.Status())
+	}
+	if err := a.store.Ping(ctx); err != nil {
+		return fmt.Errorf("idempotency store: %w", err)
+	}
+	return a.worker.Ready(ctx)
+}
+
+// close stops everything start began, in order: (the consumer has stopped and
+// its in-flight work finished when serve returns) flush and drain NATS, close
+// Redis, stop the sandbox, stop the embedded NATS server.
+func (a *app) close() {
+	if a.nc != nil {
+		if err := a.nc.FlushTimeout(5 * time.Second); err != nil {
+			a.log.Warn("NATS flush", slog.Any("error", err))
+		}
+		a.nc.Close()
+	}
+	if a.rdb != nil {
+		_ = a.rdb.Close()
+	}
+	if a.sandbox != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = a.sandbox(sctx)
+		cancel()
+	}
+	if a.ns != nil {
+		a.ns.Shutdown()
+		a.ns.WaitForShutdown()
+	}
+}
+
+// healthcheck is `worker healthcheck URL`: exit 0 when URL answers 200, for
+// container health checks in images without curl.
+func healthcheck(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return usageError{err}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("%s: %s: %s", url, resp.Status, body)
+	}
+	return nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q is not a port number", p)
+	}
+	return host, port, nil
+}

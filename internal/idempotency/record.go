@@ -1,0 +1,95 @@
+package idempotency
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// errInvalid marks a request the store refuses before touching the backend.
+var errInvalid = errors.New("idempotency: invalid request")
+
+// checkKey refuses an empty scope or key: both name the record.
+func checkKey(scope, key string) error {
+	switch {
+	case scope == "":
+		return fmt.Errorf("%w: empty scope", errInvalid)
+	case key == "":
+		return fmt.Errorf("%w: empty key", errInvalid)
+	}
+	return nil
+}
+
+// checkLease refuses a lease shorter than the stores' resolution.
+func checkLease(lease time.Duration) error {
+	if lease < time.Millisecond {
+		return fmt.Errorf("%w: lease %v shorter than 1ms", errInvalid, lease)
+	}
+	return nil
+}
+
+// checkClaim validates a ClaimRequest.
+func checkClaim(req ClaimRequest) error {
+	if err := checkKey(req.Scope, req.Key); err != nil {
+		return err
+	}
+	return checkLease(req.Lease)
+}
+
+// marshalOutcome encodes out with its Event bytes exactly as given (after
+// validation), so that a replay republishes the very bytes first published:
+// json.Marshal would compact them and escape HTML characters.
+func marshalOutcome(out Outcome) ([]byte, error) {
+	ev := bytes.TrimSpace(out.Event)
+	if len(ev) == 0 {
+		ev = []byte("null")
+	}
+	if !json.Valid(ev) {
+		return nil, fmt.Errorf("%w: outcome event is not valid JSON", errInvalid)
+	}
+	head, err := json.Marshal(struct {
+		Succeeded bool   `json:"succeeded"`
+		EventID   string `json:"event_id"`
+		Subject   string `json:"subject"`
+	}{out.Succeeded, out.EventID, out.Subject})
+	if err != nil {
+		return nil, fmt.Errorf("idempotency: encode outcome: %w", err)
+	}
+	b := make([]byte, 0, len(head)+len(ev)+16)
+	b = append(b, head[:len(head)-1]...)
+	b = append(b, `,"event":`...)
+	b = append(b, ev...)
+	return append(b, '}'), nil
+}
+
+// marshalRecord encodes r in the Record JSON format, keeping the outcome's
+// event bytes as marshalOutcome does.
+func marshalRecord(r Record) ([]byte, error) {
+	out := r.Outcome
+	r.Outcome = nil
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("idempotency: encode record: %w", err)
+	}
+	if out == nil {
+		return b, nil
+	}
+	o, err := marshalOutcome(*out)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b[:len(b)-1], `,"outcome":`...)
+	b = append(b, o...)
+	return append(b, '}'), nil
+}
+
+// unmarshalRecord decodes a stored record.
+func unmarshalRecord(b []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Record{}, fmt.Errorf("idempotency: decode record: %w", err)
+	}
+	return r, nil
+}

@@ -1,0 +1,427 @@
+package idempotency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisOptions configures a RedisStore.
+type RedisOptions struct {
+	// Prefix starts every key; "" means "payworker:". It must not contain
+	// '{' or '}', which would move the hash tag.
+	Prefix string
+	// TTL is how long a record is kept after its last write (claim, renewal,
+	// release, completion). Required: NewRedis panics when it is not positive.
+	TTL time.Duration
+}
+
+// RedisStore is a Store in Redis (standalone, Sentinel or Cluster).
+//
+// A record is a JSON string (the Record JSON format) under
+// <prefix>{<scope>}:key:<key>, and a transaction lock a JSON string
+// {"key","token","lease_until_ms"} under <prefix>{<scope>}:txn:<transaction>
+// that expires with the lease (PX). The hash tag on the scope keeps the two in
+// one Cluster slot. Every method is one round trip: a Lua script (EVALSHA,
+// falling back to EVAL after a restart or failover) that reads, decides and
+// writes atomically. Lease times come from the Redis server's clock
+// (TIME), so workers whose clocks disagree still agree on who holds a lease.
+//
+// Renew, Complete and Release reach the transaction lock named in the record,
+// a key the script builds rather than declares; it shares the record's hash
+// slot, which Redis Cluster accepts.
+//
+// Replication is asynchronous: a failover can lose a record. Renew, Complete
+// and Release on a missing record return ErrFenced, so a lost record is never
+// resurrected by a late write; the next Claim then Acquires the key afresh, and
+// the caller must learn from the gateway's status call what an earlier attempt
+// did (SPEC §4.1 relies on it).
+type RedisStore struct {
+	rdb    redis.UniversalClient
+	prefix string
+	ttl    time.Duration
+}
+
+// NewRedis returns a store on rdb. It panics when opts.TTL is not positive or
+// opts.Prefix contains a brace: both are programming errors.
+func NewRedis(rdb redis.UniversalClient, opts RedisOptions) *RedisStore {
+	if opts.TTL <= 0 {
+		panic("idempotency: RedisOptions.TTL must be positive")
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = "payworker:"
+	}
+	if strings.ContainsAny(opts.Prefix, "{}") {
+		panic("idempotency: RedisOptions.Prefix must not contain '{' or '}'")
+	}
+	return &RedisStore{rdb: rdb, prefix: opts.Prefix, ttl: opts.TTL}
+}
+
+// recordKey is <prefix>{<scope>}:key:<key>.
+func (s *RedisStore) recordKey(scope, key string) string {
+	return s.prefix + "{" + scope + "}:key:" + key
+}
+
+// txnPrefix is <prefix>{<scope>}:txn:, followed by the transaction id.
+func (s *RedisStore) txnPrefix(scope string) string {
+	return s.prefix + "{" + scope + "}:txn:"
+}
+
+// checkScope refuses a scope with a brace: "{a}b}" would let two merchants'
+// keys collide and move the hash tag.
+func checkScope(scope string) error {
+	if strings.ContainsAny(scope, "{}") {
+		return fmt.Errorf("%w: scope %q contains a brace", errInvalid, scope)
+	}
+	return nil
+}
+
+// Claim results as the scripts return them.
+const (
+	luaAcquired  = 1
+	luaResumed   = 2
+	luaCompleted = 3
+	luaConflict  = 4
+	luaBusy      = 5
+)
+
+// luaLib is prepended to every script: the server clock, and RFC 3339 times
+// in UTC with milliseconds ("2006-01-02T15:04:05.000Z") so that records keep
+// the Record JSON format. The calendar arithmetic is Howard Hinnant's
+// days_from_civil / civil_from_days.
+const luaLib = `
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function civil_from_days(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp + 3
+  if mp >= 10 then m = mp - 9 end
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+
+local function fmt_ms(ms)
+  local secs = math.floor(ms / 1000)
+  local days = math.floor(secs / 86400)
+  local sod = secs - days * 86400
+  local y, m, d = civil_from_days(days)
+  return string.format('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ', y, m, d,
+    math.floor(sod / 3600), math.floor(sod / 60) % 60, sod % 60, ms - secs * 1000)
+end
+
+local function parse_ms(s)
+  if type(s) ~= 'string' then error('idempotency: record time missing') end
+  local y, mo, d, h, mi, sec, frac = string.match(s, '^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)%.?(%d*)Z$')
+  if not y then error('idempotency: bad record time ' .. s) end
+  local ms = tonumber(string.sub(frac .. '000', 1, 3))
+  local days = days_from_civil(tonumber(y), tonumber(mo), tonumber(d))
+  return ((days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)) * 1000) + ms
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function lock_value(key, token, until_ms)
+  return string.format('{"key":%s,"token":%d,"lease_until_ms":%d}', cjson.encode(key), token, until_ms)
+end
+
+-- free_lock deletes the record's transaction lock if key+token still hold it.
+local function free_lock(rec, txn_prefix, key)
+  if type(rec.txn_lock) ~= 'string' or rec.txn_lock == '' then return end
+  local tk = txn_prefix .. rec.txn_lock
+  local l = redis.call('GET', tk)
+  if not l then return end
+  local lock = cjson.decode(l)
+  if lock.key == key and lock.token == rec.token then redis.call('DEL', tk) end
+end
+`
+
+// claimScript: KEYS[1] record, KEYS[2] transaction lock (only with a lock).
+// ARGV: key, fingerprint, command id, holder, lease ms, ttl ms, transaction.
+// Returns {status, record JSON or "", retry-after ms}.
+var claimScript = redis.NewScript(luaLib + `
+local key, lease, ttl = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6])
+local now = now_ms()
+local raw = redis.call('GET', KEYS[1])
+local rec = nil
+if raw then
+  rec = cjson.decode(raw)
+  if rec.fingerprint ~= ARGV[2] then return {` + strconv.Itoa(luaConflict) + `, raw, 0} end
+  if rec.state == 'completed' then return {` + strconv.Itoa(luaCompleted) + `, raw, 0} end
+  if rec.state == 'in_progress' then
+    local lease_until = parse_ms(rec.lease_until)
+    if lease_until > now then return {` + strconv.Itoa(luaBusy) + `, raw, lease_until - now} end
+  elseif rec.state ~= 'released' then
+    error('idempotency: unknown record state')
+  end
+else
+  raw = ''
+end
+if KEYS[2] then
+  local l = redis.call('GET', KEYS[2])
+  if l then
+    local lock = cjson.decode(l)
+    if lock.key ~= key and lock.lease_until_ms > now then
+      return {` + strconv.Itoa(luaBusy) + `, raw, lock.lease_until_ms - now}
+    end
+  end
+end
+local status
+if rec then
+  status = ` + strconv.Itoa(luaResumed) + `
+  if rec.state == 'in_progress' then rec.uncertain = true end
+  rec.token = rec.token + 1
+  rec.claims = rec.claims + 1
+else
+  status = ` + strconv.Itoa(luaAcquired) + `
+  rec = {fingerprint = ARGV[2], command_id = ARGV[3], token = 1, claims = 1, created_at = fmt_ms(now)}
+end
+rec.state = 'in_progress'
+rec.holder = nil
+if ARGV[4] ~= '' then rec.holder = ARGV[4] end
+rec.lease_until = fmt_ms(now + lease)
+rec.updated_at = fmt_ms(now)
+rec.txn_lock = nil
+if KEYS[2] then
+  rec.txn_lock = ARGV[7]
+  redis.call('SET', KEYS[2], lock_value(key, rec.token, now + lease), 'PX', lease)
+end
+local out = cjson.encode(rec)
+redis.call('SET', KEYS[1], out, 'PX', ttl)
+return {status, out, 0}
+`)
+
+// renewScript: KEYS[1] record. ARGV: key, token, lease ms, ttl ms, txn prefix.
+// Returns 1, or 0 when fenced.
+var renewScript = redis.NewScript(luaLib + `
+local key, token, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local rec = cjson.decode(raw)
+if rec.state ~= 'in_progress' or rec.token ~= token then return 0 end
+local now = now_ms()
+if type(rec.txn_lock) == 'string' and rec.txn_lock ~= '' then
+  local tk = ARGV[5] .. rec.txn_lock
+  local l = redis.call('GET', tk)
+  if l then
+    local lock = cjson.decode(l)
+    if lock.key ~= key then
+      if lock.lease_until_ms > now then return 0 end
+    elseif lock.token > token then
+      return 0
+    end
+  end
+  redis.call('SET', tk, lock_value(key, token, now + lease), 'PX', lease)
+end
+rec.lease_until = fmt_ms(now + lease)
+rec.updated_at = fmt_ms(now)
+redis.call('SET', KEYS[1], cjson.encode(rec), 'PX', ttl)
+return 1
+`)
+
+// completeScript: KEYS[1] record. ARGV: key, token, ttl ms, txn prefix,
+// outcome JSON, outcome event id. Returns 1, or 0 when fenced.
+var completeScript = redis.NewScript(luaLib + `
+local key, token, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local rec = cjson.decode(raw)
+if rec.token ~= token then return 0 end
+if rec.state == 'completed' and type(rec.outcome) == 'table' and rec.outcome.event_id == ARGV[6] then
+  return 1
+end
+if rec.state ~= 'in_progress' then return 0 end
+local now = now_ms()
+free_lock(rec, ARGV[4], key)
+rec.state = 'completed'
+rec.holder = nil
+rec.lease_until = nil
+rec.outcome = nil
+rec.updated_at = fmt_ms(now)
+local out = cjson.encode(rec)
+out = string.sub(out, 1, -2) .. ',"outcome":' .. ARGV[5] .. '}'
+redis.call('SET', KEYS[1], out, 'PX', ttl)
+return 1
+`)
+
+// releaseScript: KEYS[1] record. ARGV: key, token, ttl ms, txn prefix,
+// uncertain ("1" or "0"). Returns 1, or 0 when fenced.
+var releaseScript = redis.NewScript(luaLib + `
+local key, token, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local rec = cjson.decode(raw)
+if rec.token ~= token or (rec.state ~= 'in_progress' and rec.state ~= 'released') then return 0 end
+local now = now_ms()
+free_lock(rec, ARGV[4], key)
+rec.state = 'released'
+rec.holder = nil
+rec.lease_until = nil
+if ARGV[5] == '1' or rec.uncertain == true then rec.uncertain = true else rec.uncertain = nil end
+rec.updated_at = fmt_ms(now)
+redis.call('SET', KEYS[1], cjson.encode(rec), 'PX', ttl)
+return 1
+`)
+
+// Claim takes the key as the Store contract says, in one script run.
+func (s *RedisStore) Claim(ctx context.Context, req ClaimRequest) (Claim, error) {
+	if err := checkClaim(req); err != nil {
+		return Claim{}, err
+	}
+	if err := checkScope(req.Scope); err != nil {
+		return Claim{}, err
+	}
+	keys := []string{s.recordKey(req.Scope, req.Key)}
+	if req.TxnLock != "" {
+		keys = append(keys, s.txnPrefix(req.Scope)+req.TxnLock)
+	}
+	res, err := claimScript.Run(ctx, s.rdb, keys,
+		req.Key, req.Fingerprint, req.CommandID, req.Holder,
+		req.Lease.Milliseconds(), s.ttl.Milliseconds(), req.TxnLock).Slice()
+	if err != nil {
+		return Claim{}, fmt.Errorf("idempotency: redis claim: %w", err)
+	}
+	if len(res) != 3 {
+		return Claim{}, fmt.Errorf("idempotency: redis claim: %d values in reply, want 3", len(res))
+	}
+	code, _ := res[0].(int64)
+	raw, _ := res[1].(string)
+	retry, _ := res[2].(int64)
+	var c Claim
+	switch code {
+	case luaAcquired:
+		c.Status = Acquired
+	case luaResumed:
+		c.Status = Resumed
+	case luaCompleted:
+		c.Status = Completed
+	case luaConflict:
+		c.Status = Conflict
+	case luaBusy:
+		c.Status = Busy
+		c.RetryAfter = time.Duration(retry) * time.Millisecond
+	default:
+		return Claim{}, fmt.Errorf("idempotency: redis claim: unknown status %v", res[0])
+	}
+	if raw != "" {
+		if c.Record, err = unmarshalRecord([]byte(raw)); err != nil {
+			return Claim{}, err
+		}
+	}
+	return c, nil
+}
+
+// Renew extends the lease of token's holder, and its transaction lock, to
+// lease from now (server time). It returns ErrFenced when the record is
+// missing, not in progress, or claimed by another token, and also when
+// another key has taken the transaction lock after this lease expired: the
+// holder no longer runs alone on the transaction and must stop.
+func (s *RedisStore) Renew(ctx context.Context, scope, key string, token int64, lease time.Duration) error {
+	if err := s.check(scope, key); err != nil {
+		return err
+	}
+	if err := checkLease(lease); err != nil {
+		return err
+	}
+	return s.run(ctx, "renew", renewScript, scope, key,
+		token, lease.Milliseconds(), s.ttl.Milliseconds(), s.txnPrefix(scope))
+}
+
+// Complete stores the outcome under token and frees the transaction lock if
+// this key and token still hold it. The record is then kept for the TTL
+// from now. Repeating a Complete that succeeded (its reply lost) with the same
+// token and outcome EventID returns nil; any other Complete of a completed,
+// released, missing or re-claimed record returns ErrFenced.
+func (s *RedisStore) Complete(ctx context.Context, scope, key string, token int64, out Outcome) error {
+	if err := s.check(scope, key); err != nil {
+		return err
+	}
+	o, err := marshalOutcome(out)
+	if err != nil {
+		return err
+	}
+	return s.run(ctx, "complete", completeScript, scope, key,
+		token, s.ttl.Milliseconds(), s.txnPrefix(scope), o, out.EventID)
+}
+
+// Release gives the key back under token: the record becomes released, its
+// Uncertain flag is set if uncertain or already set, and the transaction
+// lock is freed if this key and token still hold it. Repeating it with the
+// same token is harmless. It returns ErrFenced when the record is missing,
+// completed or claimed by another token.
+func (s *RedisStore) Release(ctx context.Context, scope, key string, token int64, uncertain bool) error {
+	if err := s.check(scope, key); err != nil {
+		return err
+	}
+	u := "0"
+	if uncertain {
+		u = "1"
+	}
+	return s.run(ctx, "release", releaseScript, scope, key,
+		token, s.ttl.Milliseconds(), s.txnPrefix(scope), u)
+}
+
+// Get reads the record of key, ErrNotFound if there is none.
+func (s *RedisStore) Get(ctx context.Context, scope, key string) (Record, error) {
+	if err := s.check(scope, key); err != nil {
+		return Record{}, err
+	}
+	raw, err := s.rdb.Get(ctx, s.recordKey(scope, key)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("idempotency: redis get: %w", err)
+	}
+	return unmarshalRecord(raw)
+}
+
+// Ping sends PING.
+func (s *RedisStore) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("idempotency: redis ping: %w", err)
+	}
+	return nil
+}
+
+func (s *RedisStore) check(scope, key string) error {
+	if err := checkKey(scope, key); err != nil {
+		return err
+	}
+	return checkScope(scope)
+}
+
+// run runs a fencing script on the record of key: 1 is success, 0 ErrFenced.
+func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, scope, key string, token int64, args ...any) error {
+	n, err := script.Run(ctx, s.rdb, []string{s.recordKey(scope, key)},
+		append([]any{key, token}, args...)...).Int64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("idempotency: redis %s: %w", op, err)
+	case n == 0:
+		return ErrFenced
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+package metrics
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestLint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	// Touch every vector so that each family is gathered.
+	m.CommandDone("capture", OutcomeSucceeded, time.Second)
+	m.InFlight(1)
+	m.GatewayRequest("paymentoptions", "capture", "200", time.Second)
+	m.Retry("paymentoptions", "capture", "timeout")
+	m.Claim(ClaimAcquired)
+	m.Reconciled("sibs", "applied")
+	m.EventPublished("capture.succeeded")
+
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatalf("GatherAndLint error = %v", err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "payworker_") {
+			t.Errorf("lint %s: %s", p.Metric, p.Text)
+		}
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, f := range families {
+		have[f.GetName()] = true
+	}
+	for _, want := range []string{
+		"payworker_commands_total", "payworker_command_duration_seconds", "payworker_commands_in_flight",
+		"payworker_gateway_request_duration_seconds", "payworker_gateway_retries_total",
+		"payworker_idempotency_claims_total", "payworker_reconciliations_total",
+		"payworker_events_published_total", "go_goroutines", "process_cpu_seconds_total",
+	} {
+		if !have[want] {
+			t.Errorf("Gather() lacks %s", want)
+		}
+	}
+}
+
+func TestValuesMove(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	m.CommandDone("capture", OutcomeSucceeded, 250*time.Millisecond)
+	m.CommandDone("capture", OutcomeSucceeded, 2*time.Second)
+	m.CommandDone("void", OutcomeDeadLettered, time.Second)
+	m.InFlight(1)
+	m.InFlight(1)
+	m.InFlight(-1)
+	m.GatewayRequest("paymentoptions", "capture", "502", time.Second)
+	m.GatewayRequest("paymentoptions", "capture", "error", time.Second)
+	m.Retry("paymentoptions", "capture", "rate_limited")
+	m.Retry("paymentoptions", "capture", "rate_limited")
+	m.Claim(ClaimBusy)
+	m.Reconciled("paymentoptions", "not_applied")
+	m.EventPublished("capture.succeeded")
+	m.EventPublished("capture.succeeded")
+	m.EventPublished("command.dead_lettered")
+
+	tests := []struct {
+		name string
+		c    prometheus.Collector
+		want float64
+	}{
+		{"commands capture succeeded", m.commands.WithLabelValues("capture", OutcomeSucceeded), 2},
+		{"commands void dead_lettered", m.commands.WithLabelValues("void", OutcomeDeadLettered), 1},
+		{"commands capture failed", m.commands.WithLabelValues("capture", OutcomeFailed), 0},
+		{"in flight", m.inFlight, 1},
+		{"retries", m.gatewayRetries.WithLabelValues("paymentoptions", "capture", "rate_limited"), 2},
+		{"claims busy", m.claims.WithLabelValues(ClaimBusy), 1},
+		{"claims acquired", m.claims.WithLabelValues(ClaimAcquired), 0},
+		{"reconciliations", m.reconciliations.WithLabelValues("paymentoptions", "not_applied"), 1},
+		{"events succeeded", m.events.WithLabelValues("capture.succeeded"), 2},
+		{"events dead lettered", m.events.WithLabelValues("command.dead_lettered"), 1},
+	}
+	for _, tt := range tests {
+		if got := testutil.ToFloat64(tt.c); got != tt.want {
+			t.Errorf("%s = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+
+	// Histograms: compare the gathered count and sum.
+	const want = `
+# HELP payworker_gateway_request_duration_seconds Duration of one gateway HTTP request, by gateway, operation (capture, void, status) and HTTP status code or "error".
+# TYPE payworker_gateway_request_duration_seconds histogram
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="0.01"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="0.025"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="0.05"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="0.1"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="0.25"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="0.5"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="1"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="2.5"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="5"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="10"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="15"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="30"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="502",le="+Inf"} 1
+payworker_gateway_request_duration_seconds_sum{gateway="paymentoptions",operation="capture",status="502"} 1
+payworker_gateway_request_duration_seconds_count{gateway="paymentoptions",operation="capture",status="502"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="0.01"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="0.025"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="0.05"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="0.1"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="0.25"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="0.5"} 0
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="1"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="2.5"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="5"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="10"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="15"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="30"} 1
+payworker_gateway_request_duration_seconds_bucket{gateway="paymentoptions",operation="capture",status="error",le="+Inf"} 1
+payworker_gateway_request_duration_seconds_sum{gateway="paymentoptions",operation="capture",status="error"} 1
+payworker_gateway_request_duration_seconds_count{gateway="paymentoptions",operation="capture",status="error"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "payworker_gateway_request_duration_seconds"); err != nil {
+		t.Errorf("GatherAndCompare: %v", err)
+	}
+	if got, want := testutil.CollectAndCount(m.commandDuration), 2; got != want {
+		t.Errorf("command duration series = %d, want %d (capture, void)", got, want)
+	}
+}
+
+func TestNewSharedRuntimeCollectors(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewGoCollector())
+	defer func() {
+		if r := recover(); r != nil {
+			t.Errorf("New on a registry with a Go collector panicked: %v", r)
+		}
+	}()
+	New(reg)
+}

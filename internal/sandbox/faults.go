@@ -1,0 +1,246 @@
+package sandbox
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Fault names, as logged.
+const (
+	faultDown          = "down"
+	faultRateLimit     = "rate_limit"
+	faultError         = "error"
+	faultUnclear       = "unclear"
+	faultApplyThenDrop = "apply_then_drop"
+)
+
+// Faults is the misbehaviour the sandbox injects. Only the payment, capture
+// and void endpoints are faulted, and status too when FaultStatus is set.
+// A rate is the probability, from 0 (never) to 1 (every call), that a call
+// gets the fault. On a faulted call they are tried in this order:
+//
+//  1. Latency is waited (after Options.Latency).
+//  2. Down: the connection is closed without applying and without answering.
+//  3. RateLimitRate: 429 with a Retry-After header, not applied.
+//  4. ErrorRate: a 5xx, not applied.
+//  5. The request is read and checked; a refusal (4xx) is answered as usual.
+//  6. UnclearRate: the operation is applied on a coin toss and answered with
+//     HTTP 200, success false and response_code 680 ("result unclear").
+//  7. ApplyThenDropRate: the operation is applied and the connection closed
+//     without an answer.
+//
+// The zero Faults injects nothing.
+type Faults struct {
+	Latency   time.Duration
+	ErrorRate float64
+	// ErrorStatus is the status ErrorRate answers; 0 picks one of 500, 502,
+	// 503 and 504 at random.
+	ErrorStatus   int
+	RateLimitRate float64
+	// RetryAfter is the Retry-After of a 429, in whole seconds rounded up; 0
+	// means 1 second.
+	RetryAfter        time.Duration
+	ApplyThenDropRate float64
+	Down              bool
+	UnclearRate       float64
+	FaultStatus       bool
+}
+
+type faultsJSON struct {
+	Latency           string  `json:"latency,omitempty"`
+	ErrorRate         float64 `json:"error_rate,omitempty"`
+	ErrorStatus       int     `json:"error_status,omitempty"`
+	RateLimitRate     float64 `json:"rate_limit_rate,omitempty"`
+	RetryAfter        string  `json:"retry_after,omitempty"`
+	ApplyThenDropRate float64 `json:"apply_then_drop_rate,omitempty"`
+	Down              bool    `json:"down,omitempty"`
+	UnclearRate       float64 `json:"unclear_rate,omitempty"`
+	FaultStatus       bool    `json:"fault_status,omitempty"`
+}
+
+// MarshalJSON encodes f with snake_case names and durations as Go duration
+// strings ("250ms"), the form POST /_sandbox/faults accepts.
+func (f Faults) MarshalJSON() ([]byte, error) {
+	j := faultsJSON{
+		ErrorRate:         f.ErrorRate,
+		ErrorStatus:       f.ErrorStatus,
+		RateLimitRate:     f.RateLimitRate,
+		ApplyThenDropRate: f.ApplyThenDropRate,
+		Down:              f.Down,
+		UnclearRate:       f.UnclearRate,
+		FaultStatus:       f.FaultStatus,
+	}
+	if f.Latency != 0 {
+		j.Latency = f.Latency.String()
+	}
+	if f.RetryAfter != 0 {
+		j.RetryAfter = f.RetryAfter.String()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes what MarshalJSON encodes, rejects unknown fields, and
+// validates the result.
+func (f *Faults) UnmarshalJSON(b []byte) error {
+	var j faultsJSON
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&j); err != nil {
+		return fmt.Errorf("faults: %w", err)
+	}
+	out := Faults{
+		ErrorRate:         j.ErrorRate,
+		ErrorStatus:       j.ErrorStatus,
+		RateLimitRate:     j.RateLimitRate,
+		ApplyThenDropRate: j.ApplyThenDropRate,
+		Down:              j.Down,
+		UnclearRate:       j.UnclearRate,
+		FaultStatus:       j.FaultStatus,
+	}
+	var err error
+	if j.Latency != "" {
+		if out.Latency, err = time.ParseDuration(j.Latency); err != nil {
+			return fmt.Errorf("faults: latency: %w", err)
+		}
+	}
+	if j.RetryAfter != "" {
+		if out.RetryAfter, err = time.ParseDuration(j.RetryAfter); err != nil {
+			return fmt.Errorf("faults: retry_after: %w", err)
+		}
+	}
+	if err := out.Validate(); err != nil {
+		return err
+	}
+	*f = out
+	return nil
+}
+
+// Validate reports a rate outside [0, 1], a negative duration, or an
+// ErrorStatus that is neither 0 nor a 5xx.
+func (f Faults) Validate() error {
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{
+		{"error_rate", f.ErrorRate},
+		{"rate_limit_rate", f.RateLimitRate},
+		{"apply_then_drop_rate", f.ApplyThenDropRate},
+		{"unclear_rate", f.UnclearRate},
+	} {
+		if math.IsNaN(r.v) || r.v < 0 || r.v > 1 {
+			return fmt.Errorf("faults: %s %v is outside [0, 1]", r.name, r.v)
+		}
+	}
+	if f.Latency < 0 || f.RetryAfter < 0 {
+		return errors.New("faults: durations must not be negative")
+	}
+	if f.ErrorStatus != 0 && (f.ErrorStatus < 500 || f.ErrorStatus > 599) {
+		return fmt.Errorf("faults: error_status %d is not a 5xx", f.ErrorStatus)
+	}
+	return nil
+}
+
+// SetFaults replaces the injected faults; calls already past a fault's step
+// are not affected. Rates outside [0, 1] act as 0 or 1.
+func (s *Sandbox) SetFaults(f Faults) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = f
+}
+
+// Faults returns the injected faults.
+func (s *Sandbox) Faults() Faults {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.faults
+}
+
+// rollLocked reports whether a call gets a fault of the given rate. A zero
+// rate draws nothing, so enabling one fault does not shift another's dice.
+func (s *Sandbox) rollLocked(rate float64) bool {
+	return rate > 0 && s.rng.Float64() < rate
+}
+
+// infrastructureFault rolls the faults that strike before the request is
+// read, and the status a 5xx fault answers.
+func (s *Sandbox) infrastructureFault(f Faults) (fault string, status int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case f.Down:
+		return faultDown, 0
+	case s.rollLocked(f.RateLimitRate):
+		return faultRateLimit, http.StatusTooManyRequests
+	case s.rollLocked(f.ErrorRate):
+		if f.ErrorStatus != 0 {
+			return faultError, f.ErrorStatus
+		}
+		codes := [...]int{500, 502, 503, 504}
+		return faultError, codes[s.rng.IntN(len(codes))]
+	}
+	return "", 0
+}
+
+// answerFault answers a rate-limit or 5xx fault.
+func answerFault(w http.ResponseWriter, fault string, status int, f Faults) {
+	switch fault {
+	case faultRateLimit:
+		secs := int64(math.Ceil(f.RetryAfter.Seconds()))
+		if secs < 1 {
+			secs = 1
+		}
+		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		writeError(w, status, "ERR0429", msgTooMany, nil)
+	case faultError:
+		msg := msgServerError
+		switch status {
+		case http.StatusBadGateway:
+			msg = msgBadGateway
+		case http.StatusServiceUnavailable:
+			msg = msgUnavailable
+		case http.StatusGatewayTimeout:
+			msg = msgTimeout
+		}
+		writeError(w, status, fmt.Sprintf("ERR%04d", status), msg, nil)
+	}
+}
+
+func (s *Sandbox) serveFaults(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+	case http.MethodPost, http.MethodPut:
+		var f Faults
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+		if err := dec.Decode(&f); err != nil {
+			invalid(w, err.Error())
+			return
+		}
+		s.SetFaults(f)
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "sandbox faults set", slog.Any("faults", f))
+	default:
+		w.Header().Set("Allow", "GET, POST, PUT")
+		writeError(w, http.StatusMethodNotAllowed, "ERR0405", msgMethod, nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.Faults())
+}
+
+func (s *Sandbox) serveLedger(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		writeError(w, http.StatusMethodNotAllowed, "ERR0405", msgMethod, nil)
+		return
+	}
+	ledger := s.Ledger()
+	if ledger == nil {
+		ledger = []Operation{}
+	}
+	writeJSON(w, http.StatusOK, ledger)
+}
