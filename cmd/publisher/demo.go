@@ -62,7 +62,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&merchant, "merchant", merchant, "merchant `id` of the demo payments")
 	fs.StringVar(&apiKey, "api-key", apiKey, "sandbox API `key`, sent as Authorization: Basic (env PAYMENTOPTIONS_API_KEY)")
 	fs.StringVar(&xAPIKey, "x-api-key", xAPIKey, "sandbox `key` sent as x-api-key (env PAYMENTOPTIONS_X_API_KEY)")
-	fs.DurationVar(&timeout, "timeout", timeout, "how long to wait for each outcome")
+	fs.DurationVar(&timeout, "timeout", timeout, "how long to wait for the outcomes")
 	if done, err := parseFlags(fs, demoHelp, args, e); done || err != nil {
 		return err
 	}
@@ -130,13 +130,11 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			s.label, s.cmd.Type, s.cmd.CommandID, s.cmd.Key(), ack.Sequence)
 		return nil
 	}
-	waitStep := func(s *demoStep) {
+	waitStep := func(ctx context.Context, s *demoStep) {
 		if s.outcome != nil || s.err != nil {
 			return
 		}
-		wctx, cancel := context.WithTimeout(ctx, timeout)
-		defer cancel()
-		o, err := s.pending.Wait(wctx)
+		o, err := s.pending.Wait(ctx)
 		if err != nil {
 			s.err = err
 			return
@@ -148,19 +146,26 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
+	// One deadline for the five outcomes, another for the repeat, so a demo
+	// without a worker gives up after at most twice the timeout.
+	firstCtx, cancelFirst := context.WithTimeout(ctx, timeout)
+	defer cancelFirst()
 	// The repeat goes out once #4 has its outcome, so the worker answers it
 	// from the stored outcome: a command.duplicate event.
-	waitStep(steps[3])
+	waitStep(firstCtx, steps[3])
 	if steps[3].outcome != nil {
 		if err := publishStep(repeat); err != nil {
 			return err
 		}
 	} else {
-		repeat.err = fmt.Errorf("not published: #4 had no outcome")
+		repeat.err = errors.New("not published: #4 had no outcome")
 	}
-	for _, s := range steps {
-		waitStep(s)
+	for _, s := range first {
+		waitStep(firstCtx, s)
 	}
+	repeatCtx, cancelRepeat := context.WithTimeout(ctx, timeout)
+	defer cancelRepeat()
+	waitStep(repeatCtx, repeat)
 	if o := repeat.outcome; o != nil && o.Kind == events.Duplicate && steps[3].outcome != nil &&
 		o.Event.Data.OriginalEventID == steps[3].outcome.Event.ID {
 		orig := steps[3].outcome.Event

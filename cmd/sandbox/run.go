@@ -106,7 +106,7 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 		term = isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd())
 	}
 	if format == "text" || format == "" && term {
-		return slog.New(tint.NewHandler(w, &tint.Options{Level: level, NoColor: !term, TimeFormat: time.TimeOnly}))
+		return slog.New(tint.NewTextHandler(w, &tint.Options{Level: level, NoColor: !term, TimeFormat: time.TimeOnly}))
 	}
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
 }

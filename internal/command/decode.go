@@ -94,7 +94,8 @@ func invalid(code string, problems ...Problem) *InvalidError {
 // command type subjectType ("capture" or "void"). The checks run in order,
 // and the first stage that fails returns an *InvalidError: size (at most
 // MaxSize bytes), JSON syntax (duplicate keys are rejected), the JSON Schema
-// of the message's own type (of subjectType when the message has none), then
+// of the message's own type (of subjectType when that is neither capture nor
+// void), then
 // the message's type against subjectType. An empty subjectType accepts
 // either type.
 func Decode(subjectType string, data []byte) (*Command, error) {
@@ -127,11 +128,7 @@ func Decode(subjectType string, data []byte) (*Command, error) {
 				strconv.Quote(clip(subjectType)), show(msgType)),
 		})
 	}
-	c, err := decodeValid(data)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
+	return decodeValid(data)
 }
 
 // Validate runs Decode's checks on a message meant for command type typ and

@@ -57,7 +57,7 @@ type Config struct {
 	// APIKey is sent as "Authorization: Basic <APIKey>", as given (the gateway
 	// issues it ready to use; it is not base64-encoded here). XAPIKey is sent
 	// as "x-api-key". Both are required for an https BaseURL; a loopback
-	// sandbox may run without them.
+	// sandbox may run without them, and an empty key's header is not sent.
 	APIKey  string
 	XAPIKey string
 	// HTTPClient sends the requests; nil means a client of its own. It is
@@ -120,11 +120,11 @@ func redact(secret string) string {
 // Client calls the PaymentOptions server-to-server interface. It is safe for
 // concurrent use.
 type Client struct {
-	base          string
-	authorization string
-	xAPIKey       string
-	http          *http.Client
-	timeout       time.Duration
+	base    string
+	apiKey  string
+	xAPIKey string
+	http    *http.Client
+	timeout time.Duration
 }
 
 // New checks cfg and returns a Client. It makes no request.
@@ -165,11 +165,11 @@ func New(cfg Config) (*Client, error) {
 	}
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Client{
-		base:          strings.TrimRight(u.String(), "/"),
-		authorization: "Basic " + cfg.APIKey,
-		xAPIKey:       cfg.XAPIKey,
-		http:          &hc,
-		timeout:       timeout,
+		base:    strings.TrimRight(u.String(), "/"),
+		apiKey:  cfg.APIKey,
+		xAPIKey: cfg.XAPIKey,
+		http:    &hc,
+		timeout: timeout,
 	}, nil
 }
 
@@ -392,8 +392,12 @@ func (c *Client) exchange(ctx context.Context, method, path string, payload []by
 	if err != nil {
 		return exchange{err: err}
 	}
-	req.Header.Set("Authorization", c.authorization)
-	req.Header.Set("x-api-key", c.xAPIKey)
+	if c.apiKey != "" {
+		req.Header.Set("Authorization", "Basic "+c.apiKey)
+	}
+	if c.xAPIKey != "" {
+		req.Header.Set("x-api-key", c.xAPIKey)
+	}
 	req.Header.Set("Accept", "application/json")
 	if payload != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -51,7 +51,8 @@ type Options struct {
 	// them is refused with 401.
 	APIKey  string
 	XAPIKey string
-	// Latency is added to every request before it is handled.
+	// Latency is waited before every gateway request (not the /_sandbox
+	// control endpoints) is handled.
 	Latency time.Duration
 	// Logger receives one debug record per request (never card data) and an
 	// info record when faults change; nil discards.

@@ -26,7 +26,7 @@ import (
 // system is one worker wired to real servers: in-process NATS with JetStream,
 // a real Redis (or the JetStream KV store), and the sandbox gateway over HTTP.
 type system struct {
-	t       *testing.T
+	t       testing.TB
 	nats    *testenv.NATS
 	js      jetstream.JetStream
 	streams streams.Config
@@ -52,17 +52,20 @@ type options struct {
 	lease time.Duration
 	// workers is the number of worker instances sharing the consumer.
 	workers int
+	// concurrency is each worker's commands in flight.
+	concurrency int
 }
 
 func defaultOptions() options {
 	return options{
-		retry:   handlers.Retry{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond, MaxElapsed: 5 * time.Second, MaxAttempts: 10},
-		lease:   5 * time.Second,
-		workers: 1,
+		retry:       handlers.Retry{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond, MaxElapsed: 5 * time.Second, MaxAttempts: 10},
+		lease:       5 * time.Second,
+		workers:     1,
+		concurrency: 16,
 	}
 }
 
-func start(t *testing.T, o options) *system {
+func start(t testing.TB, o options) *system {
 	t.Helper()
 	s := &system{t: t, streams: streams.Default()}
 	s.nats = testenv.StartNATS(t)
@@ -99,7 +102,7 @@ func start(t *testing.T, o options) *system {
 	return s
 }
 
-func (s *system) startWorker(t *testing.T, id string, o options) {
+func (s *system) startWorker(t testing.TB, id string, o options) {
 	t.Helper()
 	h := handlers.New(handlers.Config{
 		JetStream:      s.js,
@@ -113,7 +116,7 @@ func (s *system) startWorker(t *testing.T, id string, o options) {
 		Holder:         id,
 		Source:         "urn:payworker:test:" + id,
 	})
-	w := worker.New(worker.Config{JetStream: s.js, Streams: s.streams, Handler: h, Concurrency: 16,
+	w := worker.New(worker.Config{JetStream: s.js, Streams: s.streams, Handler: h, Concurrency: o.concurrency,
 		AckWait: 5 * time.Second, ShutdownTimeout: 5 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -127,7 +130,7 @@ func (s *system) startWorker(t *testing.T, id string, o options) {
 }
 
 // follow reads every event into s.events and checks each against its schema.
-func (s *system) follow(t *testing.T) {
+func (s *system) follow(t testing.TB) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -157,7 +160,7 @@ func (s *system) follow(t *testing.T) {
 // cmd is a command as published: a map so tests can also send invalid ones.
 type cmd map[string]any
 
-func (s *system) publish(t *testing.T, typ string, c cmd) {
+func (s *system) publish(t testing.TB, typ string, c cmd) {
 	t.Helper()
 	body, err := json.Marshal(c)
 	if err != nil {
@@ -166,7 +169,7 @@ func (s *system) publish(t *testing.T, typ string, c cmd) {
 	s.publishRaw(t, s.streams.CommandSubject(typ), body, fmt.Sprint(c["command_id"]))
 }
 
-func (s *system) publishRaw(t *testing.T, subject string, body []byte, msgID string) {
+func (s *system) publishRaw(t testing.TB, subject string, body []byte, msgID string) {
 	t.Helper()
 	m := &nats.Msg{Subject: subject, Data: body}
 	var opts []jetstream.PublishOpt
@@ -193,7 +196,7 @@ func (s *system) eventsFor(merchant, key string) []received {
 }
 
 // waitEvents waits until pred holds over the events of (merchant, key).
-func (s *system) waitEvents(t *testing.T, merchant, key string, what string, pred func([]received) bool) []received {
+func (s *system) waitEvents(t testing.TB, merchant, key string, what string, pred func([]received) bool) []received {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -208,7 +211,7 @@ func (s *system) waitEvents(t *testing.T, merchant, key string, what string, pre
 	}
 }
 
-func (s *system) waitKind(t *testing.T, merchant, key string, kind events.Kind) received {
+func (s *system) waitKind(t testing.TB, merchant, key string, kind events.Kind) received {
 	t.Helper()
 	got := s.waitEvents(t, merchant, key, string(kind), func(rs []received) bool { return count(rs, kind) > 0 })
 	for _, r := range got {
@@ -220,7 +223,7 @@ func (s *system) waitKind(t *testing.T, merchant, key string, kind events.Kind) 
 }
 
 // settle waits until the consumer has no message pending or unacked.
-func (s *system) settle(t *testing.T) {
+func (s *system) settle(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -1,0 +1,97 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/payworker/payworker/internal/events"
+)
+
+// BenchmarkCaptureEndToEnd drives b.N captures through one worker (in-process
+// NATS with JetStream, a real redis-server, the sandbox gateway over HTTP with
+// no latency) and reports throughput and the latency from publishing a
+// command to its result event being stored.
+//
+//	go test -run '^$' -bench BenchmarkCaptureEndToEnd -benchtime 5000x ./internal/worker
+func BenchmarkCaptureEndToEnd(b *testing.B) {
+	o := defaultOptions()
+	o.concurrency = 64 // WORKER_CONCURRENCY's default
+	s := start(b, o)
+	auths := make([]string, b.N)
+	for i := range auths {
+		auths[i] = s.sandbox.Authorise(merchant, 1000, "JPY")
+	}
+	var mu sync.Mutex
+	published := make(map[string]time.Time, b.N)
+	latencies := make([]time.Duration, 0, b.N)
+	done := make(chan struct{})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c, err := s.js.OrderedConsumer(ctx, s.streams.Events, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{s.streams.EventSubject(string(events.CaptureSucceeded))},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		var ev events.Event
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			return
+		}
+		now := time.Now()
+		mu.Lock()
+		defer mu.Unlock()
+		if t0, ok := published[ev.Data.CommandID]; ok {
+			latencies = append(latencies, now.Sub(t0))
+			if len(latencies) == b.N {
+				close(done)
+			}
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Stop()
+
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		id := fmt.Sprintf("bench-%d", i)
+		body, _ := json.Marshal(cmd{"command_id": id, "type": "capture", "merchant_id": merchant,
+			"transaction_id": auths[i], "amount": 1000, "currency": "JPY"})
+		mu.Lock()
+		published[id] = time.Now()
+		mu.Unlock()
+		if _, err := s.js.PublishMsgAsync(&nats.Msg{Subject: s.streams.CommandSubject("capture"), Data: body}, jetstream.WithMsgID(id)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	select {
+	case <-s.js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		b.Fatal("publishes not acknowledged")
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		b.Fatalf("only %d of %d results", len(latencies), b.N)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+
+	slices.Sort(latencies)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "commands/s")
+	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-ms")
+	b.ReportMetric(0, "ns/op")
+}
