@@ -21,7 +21,12 @@ import (
 	"github.com/payworker/payworker/internal/publish"
 )
 
-const defaultSandboxURL = "http://127.0.0.1:8099/api/v1"
+// defaultSandboxURL and defaultSandboxKey are those of the sandbox gateway the
+// worker embeds when it has no gateway URL.
+const (
+	defaultSandboxURL = "http://127.0.0.1:8099/api/v1"
+	defaultSandboxKey = "sandbox"
+)
 
 var demoHelp = help{
 	synopsis: "demo [--sandbox-url URL] [--merchant ID] [flags]",
@@ -54,14 +59,14 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	var (
 		sandboxURL = envOr(e.getenv, "SANDBOX_URL", defaultSandboxURL)
 		merchant   = "DEMO001"
-		apiKey     = e.getenv("PAYMENTOPTIONS_API_KEY")
-		xAPIKey    = e.getenv("PAYMENTOPTIONS_X_API_KEY")
+		apiKey     = envOr(e.getenv, "SANDBOX_API_KEY", defaultSandboxKey)
+		xAPIKey    = envOr(e.getenv, "SANDBOX_X_API_KEY", defaultSandboxKey)
 		timeout    = defaultWait
 	)
 	fs.StringVar(&sandboxURL, "sandbox-url", sandboxURL, "sandbox gateway base `URL` (env SANDBOX_URL)")
 	fs.StringVar(&merchant, "merchant", merchant, "merchant `id` of the demo payments")
-	fs.StringVar(&apiKey, "api-key", apiKey, "sandbox API `key`, sent as Authorization: Basic (env PAYMENTOPTIONS_API_KEY)")
-	fs.StringVar(&xAPIKey, "x-api-key", xAPIKey, "sandbox `key` sent as x-api-key (env PAYMENTOPTIONS_X_API_KEY)")
+	fs.StringVar(&apiKey, "api-key", apiKey, "sandbox API `key`, sent as Authorization: Basic (env SANDBOX_API_KEY)")
+	fs.StringVar(&xAPIKey, "x-api-key", xAPIKey, "sandbox `key` sent as x-api-key (env SANDBOX_X_API_KEY)")
 	fs.DurationVar(&timeout, "timeout", timeout, "how long to wait for the outcomes")
 	if done, err := parseFlags(fs, demoHelp, args, e); done || err != nil {
 		return err
@@ -304,7 +309,7 @@ func (c sandboxClient) authorise(ctx context.Context, merchant string, amount in
 	}
 	if resp.StatusCode != http.StatusCreated || !a.Success || a.TransactionDetails.ID == "" {
 		if resp.StatusCode == http.StatusUnauthorized {
-			return "", errors.New("sandbox payment: HTTP 401: set --api-key/--x-api-key (PAYMENTOPTIONS_API_KEY, PAYMENTOPTIONS_X_API_KEY) to the sandbox's keys")
+			return "", errors.New("sandbox payment: HTTP 401: set --api-key/--x-api-key (SANDBOX_API_KEY, SANDBOX_X_API_KEY) to the sandbox's keys")
 		}
 		return "", fmt.Errorf("sandbox payment: HTTP %d %s: %s", resp.StatusCode, a.GatewayResponse.Code, a.GatewayResponse.Message)
 	}

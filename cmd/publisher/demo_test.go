@@ -48,8 +48,8 @@ func TestDemo(t *testing.T) {
 	sb, baseURL := startSandbox(t, sandbox.Options{APIKey: "k-basic", XAPIKey: "k-x"})
 	h.respond(sandboxVerdict(sb))
 	h.env["SANDBOX_URL"] = baseURL
-	h.env["PAYMENTOPTIONS_API_KEY"] = "k-basic"
-	h.env["PAYMENTOPTIONS_X_API_KEY"] = "k-x"
+	h.env["SANDBOX_API_KEY"] = "k-basic"
+	h.env["SANDBOX_X_API_KEY"] = "k-x"
 
 	stdout, stderr, err := h.run(ctx, "demo", "--timeout", "10s")
 	if err != nil {
@@ -95,7 +95,7 @@ func TestDemoFailures(t *testing.T) {
 			}
 			h.env["SANDBOX_URL"] = baseURL
 			if tt.keys {
-				h.env["PAYMENTOPTIONS_API_KEY"] = "k-basic"
+				h.env["SANDBOX_API_KEY"] = "k-basic"
 			}
 			_, _, err := h.run(ctx, "demo", "--timeout", "300ms")
 			if exitStatus(err) != exitFailed {

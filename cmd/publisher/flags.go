@@ -110,7 +110,7 @@ func (c *connFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&c.conn.TLSCA, "tls-ca", getenv("NATS_TLS_CA"), "PEM `file` of CAs to trust for NATS TLS (env NATS_TLS_CA)")
 	fs.StringVar(&c.conn.TLSCert, "tls-cert", getenv("NATS_TLS_CERT"), "client certificate PEM `file` (env NATS_TLS_CERT)")
 	fs.StringVar(&c.conn.TLSKey, "tls-key", getenv("NATS_TLS_KEY"), "client key PEM `file` (env NATS_TLS_KEY)")
-	fs.StringVar(&c.streams.Prefix, "stream-prefix", envOr(getenv, "STREAM_PREFIX", def.Prefix), "first subject token (env STREAM_PREFIX)")
+	fs.StringVar(&c.streams.Prefix, "stream-prefix", envOr(getenv, "STREAM_PREFIX", def.Prefix), "first subject `token` (env STREAM_PREFIX)")
 	fs.StringVar(&c.streams.Commands, "stream-commands", envOr(getenv, "STREAM_COMMANDS", def.Commands), "commands stream `name` (env STREAM_COMMANDS)")
 	fs.StringVar(&c.streams.Events, "stream-events", envOr(getenv, "STREAM_EVENTS", def.Events), "events stream `name` (env STREAM_EVENTS)")
 	fs.StringVar(&c.streams.DLQ, "stream-dlq", envOr(getenv, "STREAM_DLQ", def.DLQ), "dead-letter stream `name` (env STREAM_DLQ)")

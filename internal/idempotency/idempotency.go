@@ -68,10 +68,12 @@ type Record struct {
 // Outcome is the terminal result of a key: the event that announced it, stored
 // whole so a redelivery republishes the same bytes under the same message id.
 type Outcome struct {
-	Succeeded bool            `json:"succeeded"`
-	EventID   string          `json:"event_id"`
-	Subject   string          `json:"subject"`
-	Event     json.RawMessage `json:"event"`
+	Succeeded bool   `json:"succeeded"`
+	EventID   string `json:"event_id"`
+	Subject   string `json:"subject"`
+	// Event is stored byte for byte (white space around it aside); it must
+	// be valid JSON.
+	Event json.RawMessage `json:"event"`
 }
 
 // ClaimRequest asks for a key.
@@ -144,12 +146,23 @@ type Store interface {
 	// Claim takes the key (and the transaction lock) for req.Lease.
 	Claim(ctx context.Context, req ClaimRequest) (Claim, error)
 	// Renew extends the lease of the holder of token (and its transaction lock).
+	// It returns ErrFenced when the record is missing (a lost record is never
+	// resurrected), not in progress or claimed by another token, and when
+	// another key has taken the transaction lock after this lease ended: the
+	// holder must stop.
 	Renew(ctx context.Context, scope, key string, token int64, lease time.Duration) error
-	// Complete stores the terminal outcome and frees the transaction lock.
+	// Complete stores the terminal outcome and frees the transaction lock if
+	// this key and token still hold it (a lost lock does not stop it: the
+	// token is what fences). ErrFenced when the record is missing, not in
+	// progress or claimed by another token, except that repeating a Complete
+	// that succeeded (same token and EventID, its reply lost) returns nil.
 	Complete(ctx context.Context, scope, key string, token int64, out Outcome) error
 	// Release gives the key back without an outcome (dead letter, shutdown),
 	// keeping the record so the next claim Resumes; uncertain says whether an
-	// attempt may have reached the gateway. It frees the transaction lock.
+	// attempt may have reached the gateway (a record once uncertain stays so
+	// until completed). It frees the transaction lock if this key and token
+	// still hold it; repeating it is harmless. ErrFenced when the record is
+	// missing, completed or claimed by another token.
 	Release(ctx context.Context, scope, key string, token int64, uncertain bool) error
 	// Get reads a record without changing it.
 	Get(ctx context.Context, scope, key string) (Record, error)

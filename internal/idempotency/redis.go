@@ -17,7 +17,8 @@ type RedisOptions struct {
 	// '{' or '}', which would move the hash tag.
 	Prefix string
 	// TTL is how long a record is kept after its last write (claim, renewal,
-	// release, completion). Required: NewRedis panics when it is not positive.
+	// release, completion), and never less than the lease being granted.
+	// Required: NewRedis panics when it is not positive.
 	TTL time.Duration
 }
 
@@ -163,6 +164,7 @@ end
 // Returns {status, record JSON or "", retry-after ms}.
 var claimScript = redis.NewScript(luaLib + `
 local key, lease, ttl = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6])
+if ttl < lease then ttl = lease end
 local now = now_ms()
 local raw = redis.call('GET', KEYS[1])
 local rec = nil
@@ -217,6 +219,7 @@ return {status, out, 0}
 // Returns 1, or 0 when fenced.
 var renewScript = redis.NewScript(luaLib + `
 local key, token, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if ttl < lease then ttl = lease end
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 local rec = cjson.decode(raw)

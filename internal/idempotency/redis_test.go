@@ -159,7 +159,9 @@ func TestRedisUnavailable(t *testing.T) {
 	if !r.Own {
 		t.Skip("REDIS_URL is set: cannot stop a shared server")
 	}
-	rdb := r.Client(t)
+	// No retries, so that the calls with Redis down fail at once.
+	rdb := redis.NewClient(&redis.Options{Addr: r.Addr, MaxRetries: -1, DialerRetries: 1})
+	t.Cleanup(func() { rdb.Close() })
 	s, _ := newRedisStore(t, r, rdb, time.Hour)
 	req := idempotency.ClaimRequest{Scope: "m", Key: "k", Fingerprint: "fp", Lease: time.Minute, TxnLock: "t"}
 	if c, err := s.Claim(t.Context(), req); err != nil || c.Status != idempotency.Acquired {
