@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payworker/payworker/internal/events"
+	"github.com/payworker/payworker/internal/systemtest"
 )
 
 // BenchmarkCaptureEndToEnd drives b.N captures through one worker (in-process
@@ -22,12 +23,12 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkCaptureEndToEnd -benchtime 5000x ./internal/worker
 func BenchmarkCaptureEndToEnd(b *testing.B) {
-	o := defaultOptions()
-	o.concurrency = 64 // WORKER_CONCURRENCY's default
-	s := start(b, o)
+	o := systemtest.DefaultOptions()
+	o.Concurrency = 64 // WORKER_CONCURRENCY's default
+	s := systemtest.Start(b, o)
 	auths := make([]string, b.N)
 	for i := range auths {
-		auths[i] = s.sandbox.Authorise(merchant, 1000, "JPY")
+		auths[i] = s.Sandbox.Authorise(merchant, 1000, "JPY")
 	}
 	var mu sync.Mutex
 	published := make(map[string]time.Time, b.N)
@@ -36,8 +37,8 @@ func BenchmarkCaptureEndToEnd(b *testing.B) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	c, err := s.js.OrderedConsumer(ctx, s.streams.Events, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{s.streams.EventSubject(string(events.CaptureSucceeded))},
+	c, err := s.JS.OrderedConsumer(ctx, s.Streams.Events, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{s.Streams.EventSubject(string(events.CaptureSucceeded))},
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 	})
 	if err != nil {
@@ -67,17 +68,17 @@ func BenchmarkCaptureEndToEnd(b *testing.B) {
 	start := time.Now()
 	for i := range b.N {
 		id := fmt.Sprintf("bench-%d", i)
-		body, _ := json.Marshal(cmd{"command_id": id, "type": "capture", "merchant_id": merchant,
+		body, _ := json.Marshal(systemtest.Cmd{"command_id": id, "type": "capture", "merchant_id": merchant,
 			"transaction_id": auths[i], "amount": 1000, "currency": "JPY"})
 		mu.Lock()
 		published[id] = time.Now()
 		mu.Unlock()
-		if _, err := s.js.PublishMsgAsync(&nats.Msg{Subject: s.streams.CommandSubject("capture"), Data: body}, jetstream.WithMsgID(id)); err != nil {
+		if _, err := s.JS.PublishMsgAsync(&nats.Msg{Subject: s.Streams.CommandSubject("capture"), Data: body}, jetstream.WithMsgID(id)); err != nil {
 			b.Fatal(err)
 		}
 	}
 	select {
-	case <-s.js.PublishAsyncComplete():
+	case <-s.JS.PublishAsyncComplete():
 	case <-time.After(time.Minute):
 		b.Fatal("publishes not acknowledged")
 	}

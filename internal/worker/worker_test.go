@@ -11,6 +11,7 @@ import (
 	"github.com/payworker/payworker/internal/events"
 	"github.com/payworker/payworker/internal/handlers"
 	"github.com/payworker/payworker/internal/sandbox"
+	"github.com/payworker/payworker/internal/systemtest"
 )
 
 const merchant = "M0001"
@@ -21,20 +22,20 @@ func TestCaptureAndVoidEndToEnd(t *testing.T) {
 		kv   bool
 	}{{"redis", false}, {"jetstream-kv", true}} {
 		t.Run(store.name, func(t *testing.T) {
-			o := defaultOptions()
-			o.kv = store.kv
-			s := start(t, o)
+			o := systemtest.DefaultOptions()
+			o.KV = store.kv
+			s := systemtest.Start(t, o)
 
-			full := s.sandbox.Authorise(merchant, 1000, "JPY")
-			partial := s.sandbox.Authorise(merchant, 1000, "JPY")
-			voided := s.sandbox.Authorise(merchant, 700, "JPY")
-			s.publish(t, "capture", cmd{"command_id": "c-full", "type": "capture", "merchant_id": merchant,
+			full := s.Sandbox.Authorise(merchant, 1000, "JPY")
+			partial := s.Sandbox.Authorise(merchant, 1000, "JPY")
+			voided := s.Sandbox.Authorise(merchant, 700, "JPY")
+			s.Publish(t, "capture", systemtest.Cmd{"command_id": "c-full", "type": "capture", "merchant_id": merchant,
 				"transaction_id": full, "amount": 1000, "currency": "JPY", "metadata": map[string]string{"order": "A-1"}})
-			s.publish(t, "capture", cmd{"command_id": "c-part", "type": "capture", "merchant_id": merchant,
+			s.Publish(t, "capture", systemtest.Cmd{"command_id": "c-part", "type": "capture", "merchant_id": merchant,
 				"transaction_id": partial, "amount": 400, "currency": "JPY"})
-			s.publish(t, "void", cmd{"command_id": "v-1", "type": "void", "merchant_id": merchant, "transaction_id": voided})
+			s.Publish(t, "void", systemtest.Cmd{"command_id": "v-1", "type": "void", "merchant_id": merchant, "transaction_id": voided})
 
-			got := s.waitKind(t, merchant, "c-full", events.CaptureSucceeded)
+			got := s.WaitKind(t, merchant, "c-full", events.CaptureSucceeded)
 			if got.Subject != "payments.evt.capture.succeeded" {
 				t.Errorf("subject = %q, want payments.evt.capture.succeeded", got.Subject)
 			}
@@ -55,22 +56,22 @@ func TestCaptureAndVoidEndToEnd(t *testing.T) {
 				t.Errorf("CloudEvents subject = %q, want the transaction id %q", got.Event.Subject, full)
 			}
 
-			p := s.waitKind(t, merchant, "c-part", events.CaptureSucceeded)
+			p := s.WaitKind(t, merchant, "c-part", events.CaptureSucceeded)
 			if *p.Event.Data.Amount != 400 {
 				t.Errorf("partial capture amount = %d, want 400", *p.Event.Data.Amount)
 			}
-			v := s.waitKind(t, merchant, "v-1", events.VoidSucceeded)
+			v := s.WaitKind(t, merchant, "v-1", events.VoidSucceeded)
 			if v.Event.Data.GatewayCode != "INFO0003" {
 				t.Errorf("void gateway code = %q, want INFO0003", v.Event.Data.GatewayCode)
 			}
-			s.settle(t)
+			s.Settle(t)
 
 			for _, tc := range []struct {
 				auth   string
 				op     string
 				amount int64
 			}{{full, "capture", 1000}, {partial, "capture", 400}, {voided, "void", 0}} {
-				ops := s.sandbox.Applied(tc.auth)
+				ops := s.Sandbox.Applied(tc.auth)
 				if len(ops) != 1 || string(ops[0].Operation) != tc.op || (tc.amount != 0 && ops[0].Amount != tc.amount) {
 					t.Errorf("ledger of %s = %+v, want one %s of %d", tc.auth, ops, tc.op, tc.amount)
 				}
@@ -80,47 +81,47 @@ func TestCaptureAndVoidEndToEnd(t *testing.T) {
 }
 
 func TestCaptureRefusedByGateway(t *testing.T) {
-	s := start(t, defaultOptions())
-	auth := s.sandbox.Authorise(merchant, 500, "JPY")
-	s.publish(t, "capture", cmd{"command_id": "unknown-txn", "type": "capture", "merchant_id": merchant,
+	s := systemtest.Start(t, systemtest.DefaultOptions())
+	auth := s.Sandbox.Authorise(merchant, 500, "JPY")
+	s.Publish(t, "capture", systemtest.Cmd{"command_id": "unknown-txn", "type": "capture", "merchant_id": merchant,
 		"transaction_id": "00000000-0000-0000-0000-000000000000", "amount": 100, "currency": "JPY"})
-	s.publish(t, "capture", cmd{"command_id": "too-much", "type": "capture", "merchant_id": merchant,
+	s.Publish(t, "capture", systemtest.Cmd{"command_id": "too-much", "type": "capture", "merchant_id": merchant,
 		"transaction_id": auth, "amount": 501, "currency": "JPY"})
 
-	unknown := s.waitKind(t, merchant, "unknown-txn", events.CaptureFailed)
+	unknown := s.WaitKind(t, merchant, "unknown-txn", events.CaptureFailed)
 	if e := unknown.Event.Data.Error; e == nil || e.Code != "gateway_declined" || e.Retryable || unknown.Event.Data.GatewayCode == "" {
 		t.Errorf("unknown transaction: data = %+v, want gateway_declined with the gateway's code", unknown.Event.Data)
 	}
-	over := s.waitKind(t, merchant, "too-much", events.CaptureFailed)
+	over := s.WaitKind(t, merchant, "too-much", events.CaptureFailed)
 	if over.Event.Data.GatewayResponseCode != "836" {
 		t.Errorf("over-amount capture: response code = %q, want 836", over.Event.Data.GatewayResponseCode)
 	}
-	s.settle(t)
-	if ops := s.sandbox.Applied(auth); len(ops) != 0 {
+	s.Settle(t)
+	if ops := s.Sandbox.Applied(auth); len(ops) != 0 {
 		t.Errorf("ledger = %+v, want nothing applied", ops)
 	}
 }
 
 func TestSameKeyTwiceCallsGatewayOnce(t *testing.T) {
-	s := start(t, defaultOptions())
-	auth := s.sandbox.Authorise(merchant, 1000, "EUR")
+	s := systemtest.Start(t, systemtest.DefaultOptions())
+	auth := s.Sandbox.Authorise(merchant, 1000, "EUR")
 	for _, id := range []string{"first", "second"} {
-		s.publish(t, "capture", cmd{"command_id": id, "type": "capture", "idempotency_key": "order-42",
+		s.Publish(t, "capture", systemtest.Cmd{"command_id": id, "type": "capture", "idempotency_key": "order-42",
 			"merchant_id": merchant, "transaction_id": auth, "amount": 1000, "currency": "EUR"})
 	}
-	got := s.waitEvents(t, merchant, "order-42", "terminal + duplicate", func(rs []received) bool {
-		return count(rs, events.CaptureSucceeded) == 1 && count(rs, events.Duplicate) == 1
+	got := s.WaitEvents(t, merchant, "order-42", "terminal + duplicate", func(rs []systemtest.Received) bool {
+		return systemtest.Count(rs, events.CaptureSucceeded) == 1 && systemtest.Count(rs, events.Duplicate) == 1
 	})
-	s.settle(t)
+	s.Settle(t)
 	time.Sleep(100 * time.Millisecond)
-	got = s.eventsFor(merchant, "order-42")
-	if n := count(got, events.CaptureSucceeded); n != 1 {
-		t.Errorf("terminal events = %d, want 1 (%s)", n, kinds(got))
+	got = s.EventsFor(merchant, "order-42")
+	if n := systemtest.Count(got, events.CaptureSucceeded); n != 1 {
+		t.Errorf("terminal events = %d, want 1 (%s)", n, systemtest.Kinds(got))
 	}
-	if n := count(got, events.Duplicate); n != 1 {
-		t.Errorf("duplicate events = %d, want 1 (%s)", n, kinds(got))
+	if n := systemtest.Count(got, events.Duplicate); n != 1 {
+		t.Errorf("duplicate events = %d, want 1 (%s)", n, systemtest.Kinds(got))
 	}
-	var term, dup received
+	var term, dup systemtest.Received
 	for _, r := range got {
 		switch r.Event.Type {
 		case events.CaptureSucceeded.Type():
@@ -132,31 +133,31 @@ func TestSameKeyTwiceCallsGatewayOnce(t *testing.T) {
 	if dup.Event.Data.OriginalEventID != term.Event.ID {
 		t.Errorf("duplicate names %q, want the terminal event %q", dup.Event.Data.OriginalEventID, term.Event.ID)
 	}
-	if n := s.sandbox.Calls("capture"); n != 1 {
+	if n := s.Sandbox.Calls("capture"); n != 1 {
 		t.Errorf("gateway capture calls = %d, want 1", n)
 	}
 }
 
 func TestSameKeyOtherParametersIsRejected(t *testing.T) {
-	s := start(t, defaultOptions())
-	auth := s.sandbox.Authorise(merchant, 1000, "EUR")
-	s.publish(t, "capture", cmd{"command_id": "a", "type": "capture", "idempotency_key": "k",
+	s := systemtest.Start(t, systemtest.DefaultOptions())
+	auth := s.Sandbox.Authorise(merchant, 1000, "EUR")
+	s.Publish(t, "capture", systemtest.Cmd{"command_id": "a", "type": "capture", "idempotency_key": "k",
 		"merchant_id": merchant, "transaction_id": auth, "amount": 1000, "currency": "EUR"})
-	s.waitKind(t, merchant, "k", events.CaptureSucceeded)
-	s.publish(t, "capture", cmd{"command_id": "b", "type": "capture", "idempotency_key": "k",
+	s.WaitKind(t, merchant, "k", events.CaptureSucceeded)
+	s.Publish(t, "capture", systemtest.Cmd{"command_id": "b", "type": "capture", "idempotency_key": "k",
 		"merchant_id": merchant, "transaction_id": auth, "amount": 999, "currency": "EUR"})
-	rej := s.waitKind(t, merchant, "k", events.Rejected)
+	rej := s.WaitKind(t, merchant, "k", events.Rejected)
 	if e := rej.Event.Data.Error; e == nil || e.Code != "idempotency_key_conflict" || e.Field != "idempotency_key" {
 		t.Errorf("rejection = %+v, want idempotency_key_conflict on idempotency_key", rej.Event.Data.Error)
 	}
-	s.settle(t)
-	if n := s.sandbox.Calls("capture"); n != 1 {
+	s.Settle(t)
+	if n := s.Sandbox.Calls("capture"); n != 1 {
 		t.Errorf("gateway capture calls = %d, want 1", n)
 	}
 }
 
 func TestInvalidCommandIsRejectedAndKept(t *testing.T) {
-	s := start(t, defaultOptions())
+	s := systemtest.Start(t, systemtest.DefaultOptions())
 	bad := []struct {
 		name, subject, body, field, code string
 	}{
@@ -166,33 +167,31 @@ func TestInvalidCommandIsRejectedAndKept(t *testing.T) {
 		{"unknown field", "payments.cmd.void", `{"command_id":"bad-4","type":"void","merchant_id":"M1","transaction_id":"t","colour":"red"}`, "colour", "schema_violation"},
 	}
 	for _, b := range bad {
-		s.publishRaw(t, b.subject, []byte(b.body), "")
+		s.PublishRaw(t, b.subject, []byte(b.body), "")
 	}
 	// The worker keeps going: a valid command after the garbage succeeds.
-	auth := s.sandbox.Authorise(merchant, 10, "EUR")
-	s.publish(t, "capture", cmd{"command_id": "good", "type": "capture", "merchant_id": merchant,
+	auth := s.Sandbox.Authorise(merchant, 10, "EUR")
+	s.Publish(t, "capture", systemtest.Cmd{"command_id": "good", "type": "capture", "merchant_id": merchant,
 		"transaction_id": auth, "amount": 10, "currency": "EUR"})
-	s.waitKind(t, merchant, "good", events.CaptureSucceeded)
-	s.settle(t)
+	s.WaitKind(t, merchant, "good", events.CaptureSucceeded)
+	s.Settle(t)
 
-	s.mu.Lock()
-	var rejected []received
-	for _, r := range s.events {
+	var rejected []systemtest.Received
+	for _, r := range s.Events() {
 		if r.Event.Type == events.Rejected.Type() {
 			rejected = append(rejected, r)
 		}
 	}
-	s.mu.Unlock()
 	if len(rejected) != len(bad) {
 		t.Fatalf("rejected events = %d, want %d", len(rejected), len(bad))
 	}
-	dlq, err := s.js.Stream(context.Background(), s.streams.DLQ)
+	dlq, err := s.JS.Stream(context.Background(), s.Streams.DLQ)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Events arrive in processing order, not publication order: pair each
 	// with its DLQ entry, which holds the raw bytes.
-	byBody := map[string]received{}
+	byBody := map[string]systemtest.Received{}
 	for _, r := range rejected {
 		m, err := dlq.GetMsg(context.Background(), r.Event.Data.DLQSequence)
 		if err != nil {
@@ -218,44 +217,44 @@ func TestInvalidCommandIsRejectedAndKept(t *testing.T) {
 			t.Errorf("%s: message %q does not start with the field", b.name, e.Message)
 		}
 	}
-	if n := s.sandbox.Calls("capture") + s.sandbox.Calls("void"); n != 1 {
+	if n := s.Sandbox.Calls("capture") + s.Sandbox.Calls("void"); n != 1 {
 		t.Errorf("gateway calls = %d, want 1 (the valid command only)", n)
 	}
 }
 
 func TestApplyThenDropIsReconciledNotResent(t *testing.T) {
-	s := start(t, defaultOptions())
-	auth := s.sandbox.Authorise(merchant, 1000, "JPY")
-	s.sandbox.SetFaults(sandbox.Faults{ApplyThenDropRate: 1})
-	s.publish(t, "capture", cmd{"command_id": "drop", "type": "capture", "merchant_id": merchant,
+	s := systemtest.Start(t, systemtest.DefaultOptions())
+	auth := s.Sandbox.Authorise(merchant, 1000, "JPY")
+	s.Sandbox.SetFaults(sandbox.Faults{ApplyThenDropRate: 1})
+	s.Publish(t, "capture", systemtest.Cmd{"command_id": "drop", "type": "capture", "merchant_id": merchant,
 		"transaction_id": auth, "amount": 1000, "currency": "JPY"})
-	got := s.waitKind(t, merchant, "drop", events.CaptureSucceeded)
+	got := s.WaitKind(t, merchant, "drop", events.CaptureSucceeded)
 	if !got.Event.Data.Reconciled {
 		t.Errorf("event not marked reconciled: %+v", got.Event.Data)
 	}
-	s.settle(t)
-	if ops := s.sandbox.Applied(auth); len(ops) != 1 {
+	s.Settle(t)
+	if ops := s.Sandbox.Applied(auth); len(ops) != 1 {
 		t.Errorf("ledger = %+v, want exactly one capture", ops)
 	}
-	if n := s.sandbox.Calls("capture"); n != 1 {
+	if n := s.Sandbox.Calls("capture"); n != 1 {
 		t.Errorf("capture calls = %d, want 1: an unknown outcome is never resent blind", n)
 	}
 }
 
 func TestGatewayDownDeadLetters(t *testing.T) {
-	o := defaultOptions()
-	o.retry.MaxAttempts = 3
-	s := start(t, o)
-	auth := s.sandbox.Authorise(merchant, 1000, "JPY")
-	s.sandbox.SetFaults(sandbox.Faults{RateLimitRate: 1, RetryAfter: 10 * time.Millisecond})
-	s.publish(t, "capture", cmd{"command_id": "dl", "type": "capture", "merchant_id": merchant,
+	o := systemtest.DefaultOptions()
+	o.Retry.MaxAttempts = 3
+	s := systemtest.Start(t, o)
+	auth := s.Sandbox.Authorise(merchant, 1000, "JPY")
+	s.Sandbox.SetFaults(sandbox.Faults{RateLimitRate: 1, RetryAfter: 10 * time.Millisecond})
+	s.Publish(t, "capture", systemtest.Cmd{"command_id": "dl", "type": "capture", "merchant_id": merchant,
 		"transaction_id": auth, "amount": 1000, "currency": "JPY"})
-	got := s.waitKind(t, merchant, "dl", events.DeadLettered)
+	got := s.WaitKind(t, merchant, "dl", events.DeadLettered)
 	if e := got.Event.Data.Error; e == nil || e.Code != "retries_exhausted" {
 		t.Errorf("dead letter error = %+v, want retries_exhausted", got.Event.Data.Error)
 	}
-	s.settle(t)
-	dlq, _ := s.js.Stream(context.Background(), s.streams.DLQ)
+	s.Settle(t)
+	dlq, _ := s.JS.Stream(context.Background(), s.Streams.DLQ)
 	m, err := dlq.GetMsg(context.Background(), got.Event.Data.DLQSequence)
 	if err != nil {
 		t.Fatal(err)
@@ -263,10 +262,10 @@ func TestGatewayDownDeadLetters(t *testing.T) {
 	if m.Subject != "payments.dlq.capture" || m.Header.Get(handlers.HeaderAttempts) != "3" || m.Header.Get(handlers.HeaderOrigSequence) == "" {
 		t.Errorf("DLQ entry %s headers %v, want payments.dlq.capture with 3 attempts and origin", m.Subject, m.Header)
 	}
-	if n := count(s.eventsFor(merchant, "dl"), events.CaptureSucceeded) + count(s.eventsFor(merchant, "dl"), events.CaptureFailed); n != 0 {
+	if n := systemtest.Count(s.EventsFor(merchant, "dl"), events.CaptureSucceeded) + systemtest.Count(s.EventsFor(merchant, "dl"), events.CaptureFailed); n != 0 {
 		t.Errorf("terminal events = %d, want none for a dead-lettered command", n)
 	}
-	if ops := s.sandbox.Applied(auth); len(ops) != 0 {
+	if ops := s.Sandbox.Applied(auth); len(ops) != 0 {
 		t.Errorf("ledger = %+v, want nothing applied", ops)
 	}
 }
