@@ -76,7 +76,9 @@ func subcommands() []subcommand {
 		{"provision", "create or update the streams (the worker also does it at start)", runProvision},
 		{"capture", "publish one capture command, optionally wait for its outcome", runCapture},
 		{"void", "publish one void command, optionally wait for its outcome", runVoid},
+		{"batch", "publish a CSV or JSON Lines file of commands, optionally wait for every outcome", runBatch},
 		{"events", "follow the result events, with filters", runEvents},
+		{"replay", "republish dead-lettered commands from the DLQ (same keys), with filters and --dry-run", runReplay},
 		{"demo", "authorise payments on the sandbox gateway and capture/void them", runDemo},
 	}
 }

@@ -133,6 +133,11 @@ func (c Config) Sandbox() bool { return c.PaymentOptionsBaseURL == nil }
 // SIBSConfigured reports whether SIBS_BASE_URL is set.
 func (c Config) SIBSConfigured() bool { return c.SIBSBaseURL != nil }
 
+// SIBSSandbox reports whether SIBS is served by the in-process sandbox
+// gateway: neither PAYMENTOPTIONS_BASE_URL nor SIBS_BASE_URL is set, so the
+// sandbox started for PaymentOptions serves the SIBS endpoints too.
+func (c Config) SIBSSandbox() bool { return c.Sandbox() && !c.SIBSConfigured() }
+
 // LogValue implements slog.LogValuer: the settings that shape the process,
 // with secrets and URL passwords redacted.
 func (c Config) LogValue() slog.Value {
@@ -556,6 +561,11 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 			if raw[name] != "" && valid(name) {
 				fail(name, errors.New("set, but SIBS_BASE_URL is not; SIBS is configured only when SIBS_BASE_URL is set"))
 			}
+		}
+		if c.SIBSSandbox() || !valid("PAYMENTOPTIONS_BASE_URL") {
+			// The in-process sandbox serves SIBS, so sibs routes are fine
+			// (an invalid PAYMENTOPTIONS_BASE_URL is reported already).
+			break
 		}
 		if valid("DEFAULT_GATEWAY") && c.DefaultGateway == GatewaySIBS {
 			fail("DEFAULT_GATEWAY", errors.New(`"sibs" needs SIBS_BASE_URL to be set`))

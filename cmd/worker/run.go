@@ -30,6 +30,7 @@ import (
 	"github.com/payworker/payworker/internal/ops"
 	"github.com/payworker/payworker/internal/paymentoptions"
 	"github.com/payworker/payworker/internal/sandbox"
+	"github.com/payworker/payworker/internal/sibs"
 	"github.com/payworker/payworker/internal/streams"
 	"github.com/payworker/payworker/internal/worker"
 )
@@ -63,11 +64,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log = log.With(slog.String("worker_id", cfg.WorkerID))
 
 	a := &app{cfg: cfg, log: log}
-	defer a.close()
-	if err := a.start(ctx); err != nil {
-		return err
+	err = a.start(ctx)
+	if err == nil {
+		err = a.serve(ctx)
 	}
-	return a.serve(ctx)
+	a.shutdown()
+	return err
 }
 
 // app holds what run starts, so close can stop it in one visible order.
@@ -80,9 +82,11 @@ type app struct {
 	rdb     *redis.Client
 	store   idempotency.Store
 	sandbox func(context.Context) error
-	reg     *prometheus.Registry
-	metrics *metrics.Metrics
-	worker  *worker.Worker
+	// ncClosed is closed when nc is, after a drain.
+	ncClosed chan struct{}
+	reg      *prometheus.Registry
+	metrics  *metrics.Metrics
+	worker   *worker.Worker
 }
 
 func (a *app) start(ctx context.Context) error {
@@ -111,7 +115,10 @@ func (a *app) start(ctx context.Context) error {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", slog.Any("error", err)) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", slog.String("url", c.ConnectedUrlRedacted())) }),
+		nats.ClosedHandler(func(*nats.Conn) { close(a.ncClosed) }),
+		nats.DrainTimeout(drainTimeout),
 	}
+	a.ncClosed = make(chan struct{})
 	if cfg.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
 	}
@@ -154,8 +161,11 @@ func (a *app) start(ctx context.Context) error {
 
 	gws := map[string]handlers.Gateway{}
 	poURL, apiKey, xKey := cfg.PaymentOptionsBaseURL, cfg.PaymentOptionsAPIKey.Reveal(), cfg.PaymentOptionsXAPIKey.Reveal()
+	sibsCfg := sibs.Config{BaseURL: cfg.SIBSBaseURL, ClientID: cfg.SIBSClientID, TerminalID: cfg.SIBSTerminalID,
+		Token: cfg.SIBSToken.Reveal(), TokenURL: cfg.SIBSTokenURL, ClientSecret: cfg.SIBSClientSecret.Reveal(), Timeout: cfg.GatewayTimeout}
 	if cfg.Sandbox() {
-		sb := sandbox.New(sandbox.Options{APIKey: "sandbox", XAPIKey: "sandbox", Logger: log.With(slog.String("component", "sandbox"))})
+		sb := sandbox.New(sandbox.Options{APIKey: "sandbox", XAPIKey: "sandbox", SIBSToken: "sandbox", SIBSClientID: "sandbox",
+			Logger: log.With(slog.String("component", "sandbox"))})
 		base, stop, err := sb.Start(cfg.SandboxAddr)
 		if err != nil {
 			return fmt.Errorf("sandbox gateway on %s: %w; set SANDBOX_ADDR to another address, or PAYMENTOPTIONS_BASE_URL to a real gateway", cfg.SandboxAddr, err)
@@ -167,6 +177,14 @@ func (a *app) start(ctx context.Context) error {
 		}
 		poURL, apiKey, xKey = u, "sandbox", "sandbox"
 		log.Info("no PAYMENTOPTIONS_BASE_URL: running the sandbox gateway in-process", slog.String("base_url", base))
+		if cfg.SIBSSandbox() {
+			su, err := url.Parse(sb.SIBSBaseURL())
+			if err != nil {
+				return fmt.Errorf("sandbox SIBS base URL %q: %w", sb.SIBSBaseURL(), err)
+			}
+			sibsCfg = sibs.Config{BaseURL: su, ClientID: "sandbox", TerminalID: "1", Token: "sandbox", Timeout: cfg.GatewayTimeout}
+			log.Info("no SIBS_BASE_URL: the sandbox gateway serves SIBS too", slog.String("base_url", su.String()))
+		}
 	}
 	po, err := paymentoptions.New(paymentoptions.Config{BaseURL: poURL, APIKey: apiKey, XAPIKey: xKey, Timeout: cfg.GatewayTimeout})
 	if err != nil {
@@ -174,6 +192,14 @@ func (a *app) start(ctx context.Context) error {
 	}
 	gws[GatewayPaymentOptions] = po
 	log.Info("gateway configured", slog.String("gateway", GatewayPaymentOptions), slog.String("base_url", poURL.Redacted()))
+	if cfg.SIBSConfigured() || cfg.SIBSSandbox() {
+		sc, err := sibs.New(sibsCfg)
+		if err != nil {
+			return usageError{fmt.Errorf("SIBS_BASE_URL: %w", err)}
+		}
+		gws[GatewaySIBS] = sc
+		log.Info("gateway configured", slog.String("gateway", GatewaySIBS), slog.String("base_url", sibsCfg.BaseURL.Redacted()))
+	}
 
 	a.reg = prometheus.NewRegistry()
 	a.metrics = metrics.New(a.reg)
@@ -206,10 +232,19 @@ func (a *app) start(ctx context.Context) error {
 		Logger:          log,
 		InFlight:        a.metrics.InFlight,
 	})
+	if cfg.MaxDeliver > 0 {
+		// Every NakWithDelay (busy key, store unreachable, shutdown) is a
+		// delivery; past MaxDeliver JetStream drops the command with no
+		// dead letter and no event. The retry budget is what should end it.
+		log.Warn("MAX_DELIVER is limited: a command redelivered that often is dropped by JetStream without a dead letter; -1 is the safe setting",
+			slog.Int("max_deliver", cfg.MaxDeliver))
+	}
 	return nil
 }
 
-// serve runs the consumer and the ops endpoints until ctx ends.
+// serve runs the consumer and the ops endpoints until ctx ends. It returns
+// once the worker has stopped fetching and its in-flight commands are done or
+// handed back (steps 1 and 2 of shutdown, inside worker.Run).
 func (a *app) serve(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if a.cfg.HTTPAddr != "" && a.cfg.HTTPAddr != "off" {
@@ -222,9 +257,7 @@ func (a *app) serve(ctx context.Context) error {
 	}
 	g.Go(func() error { return a.worker.Run(gctx) })
 	a.log.Info("worker started", slog.Int("concurrency", a.cfg.WorkerConcurrency), slog.String("consumer", a.cfg.Streams.Consumer))
-	err := g.Wait()
-	a.log.Info("worker stopped")
-	return err
+	return g.Wait()
 }
 
 // ready is /readyz: NATS connected, idempotency store reachable, consumer bound.
@@ -238,21 +271,50 @@ func (a *app) ready(ctx context.Context) error {
 	return a.worker.Ready(ctx)
 }
 
-// close stops everything start began, in order: (the consumer has stopped and
-// its in-flight work finished when serve returns) flush and drain NATS, close
-// Redis, stop the sandbox, stop the embedded NATS server.
-func (a *app) close() {
+// drainTimeout bounds the NATS drain and the sandbox's shutdown.
+const drainTimeout = 5 * time.Second
+
+// shutdown stops what start began, in the order that loses nothing:
+//
+//  1. stop fetching: worker.Run, when ctx ends, sends no more pull requests
+//     and hands back (Nak) what was delivered but not started;
+//  2. wait for in-flight commands: worker.Run waits up to SHUTDOWN_TIMEOUT,
+//     then cancels the rest, which release their keys and Nak; serve returns
+//     only after both;
+//  3. flush publishes: events and dead letters were stored before their
+//     command was acked, but acks and naks are sent without waiting, so
+//     push them out now;
+//  4. drain NATS: unsubscribe, flush again, close;
+//  5. close Redis, which the handlers no longer use;
+//
+// then stop the sandbox gateway and the embedded NATS server, which nothing
+// calls any more. It is also what runs after a failed start, for whatever
+// was started.
+func (a *app) shutdown() {
+	if a.worker != nil {
+		a.log.Info("worker stopped: flushing and draining NATS")
+	}
 	if a.nc != nil {
-		if err := a.nc.FlushTimeout(5 * time.Second); err != nil {
+		if err := a.nc.FlushTimeout(drainTimeout); err != nil { // 3
 			a.log.Warn("NATS flush", slog.Any("error", err))
 		}
-		a.nc.Close()
+		if err := a.nc.Drain(); err != nil { // 4
+			a.log.Warn("NATS drain", slog.Any("error", err))
+		}
+		select {
+		case <-a.ncClosed:
+		case <-time.After(drainTimeout + time.Second):
+			a.log.Warn("NATS drain did not finish; closing")
+			a.nc.Close()
+		}
 	}
-	if a.rdb != nil {
-		_ = a.rdb.Close()
+	if a.rdb != nil { // 5
+		if err := a.rdb.Close(); err != nil {
+			a.log.Warn("Redis close", slog.Any("error", err))
+		}
 	}
 	if a.sandbox != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 		_ = a.sandbox(sctx)
 		cancel()
 	}

@@ -143,4 +143,44 @@ type Status struct {
 	// Result carries the gateway's codes and card data of the last operation
 	// on the authorisation, for the event when reconciliation finds it applied.
 	Result Result
+	// Ours is what the status says of our own operation: the one of the
+	// request's type sent with the request's Reference (the idempotency key),
+	// when the gateway lists the operations on the authorisation by merchant
+	// reference (SIBS, in our reading of its status answer). It is
+	// OursUnlisted when the gateway lists none (PaymentOptions):
+	// reconciliation then falls back on State and the amounts. OursAmount is
+	// the amount of our applied operation, in minor units of Currency.
+	Ours       OursState
+	OursAmount int64
+}
+
+// OursState is what a status call says of the operation sent with our
+// reference. Status stays comparable: it carries no list.
+type OursState int
+
+// States of our operation in a status answer.
+const (
+	// OursUnlisted: the gateway does not list operations by reference.
+	OursUnlisted OursState = iota
+	// OursAbsent: the gateway lists the operations, and none of our type
+	// carries our reference but refused ones: ours was not applied.
+	OursAbsent
+	// OursPending: an operation with our reference is still being processed:
+	// it may yet be applied.
+	OursPending
+	// OursApplied: an operation with our reference was applied, for
+	// Status.OursAmount.
+	OursApplied
+)
+
+func (o OursState) String() string {
+	switch o {
+	case OursAbsent:
+		return "absent"
+	case OursPending:
+		return "pending"
+	case OursApplied:
+		return "applied"
+	}
+	return "unlisted"
 }

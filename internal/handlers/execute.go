@@ -18,6 +18,9 @@ const (
 	verdictFailed
 	verdictDeadLetter
 	verdictAborted
+	// verdictAbandoned: Config.TestHook "killed" the worker between two
+	// attempts; the message is left unsettled.
+	verdictAbandoned
 )
 
 // execution is what the attempts of one command came to.
@@ -50,13 +53,51 @@ const (
 	findingImpossible
 )
 
-// reconcile reads a status answer for the operation req. A capture counts as
+// reconcile reads a status answer for the operation req.
+//
+// When the gateway lists the operations on the authorisation by merchant
+// reference (st.Ours is not OursUnlisted: SIBS), our operation is the one
+// the adapter found with our reference (req.Reference, the idempotency key,
+// sent as the merchant's transaction id) and req's type. The amounts of
+// other operations never count as ours, so that several partial captures of
+// one authorisation are told apart:
+//
+//	| our operation at the gateway             | finding     | why                                   |
+//	|------------------------------------------|-------------|---------------------------------------|
+//	| applied, same amount (or a full void)    | applied     | that is the success                   |
+//	| applied, another amount                  | unknown     | contradicts the key: never resend     |
+//	| still being processed                    | unknown     | ask again later                       |
+//	| absent; enough of the authorisation open | not applied | safe to send                          |
+//	| absent; not enough open                  | impossible  | another operation took the remainder  |
+//
+// "Open" is the authorised amount less what is captured and voided; a full
+// void (amount 0) needs anything open. Without a listing (PaymentOptions,
+// where an authorisation is captured at most once) a capture counts as
 // applied only when the captured amount is the amount we asked for.
 func reconcile(req gateway.Request, st gateway.Status) (finding, string) {
 	switch st.State {
 	case gateway.StateNotFound:
 		return findingImpossible, "the gateway does not know the transaction"
-	case gateway.StateAuthorised:
+	case gateway.StateUnknown:
+		return findingUnknown, ""
+	}
+	switch st.Ours {
+	case gateway.OursApplied:
+		if req.Amount != 0 && st.OursAmount != req.Amount {
+			return findingUnknown, fmt.Sprintf("the gateway applied a %s with our reference for %d, not %d", req.Operation, st.OursAmount, req.Amount)
+		}
+		return findingApplied, ""
+	case gateway.OursPending:
+		return findingUnknown, "the gateway is still processing an operation with our reference"
+	case gateway.OursAbsent:
+		open := st.AuthorisedAmount - st.CapturedAmount - st.VoidedAmount
+		if open > 0 && open >= req.Amount {
+			return findingNotApplied, ""
+		}
+		return findingImpossible, fmt.Sprintf("the authorisation has %d left open (authorised %d, captured %d, voided %d); the %s needs %d",
+			max(open, 0), st.AuthorisedAmount, st.CapturedAmount, st.VoidedAmount, req.Operation, max(req.Amount, 1))
+	}
+	if st.State == gateway.StateAuthorised {
 		return findingNotApplied, ""
 	}
 	switch req.Operation {
@@ -214,6 +255,10 @@ func (h *Handler) wait(ctx context.Context, b backoff.BackOff, ex *execution, fl
 		return false
 	}
 	d := min(max(next, floor), left)
+	if h.died(PointRetryWait, req.Reference) {
+		ex.verdict = verdictAbandoned
+		return false
+	}
 	h.obs.Retry(gwName, string(req.Operation), reason)
 	if err := h.cfg.Sleep(ctx, d); err != nil {
 		ex.verdict = verdictAborted

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,6 +61,9 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		slog.String("command_id", cmd.CommandID), slog.String("type", string(cmd.Type)),
 		slog.String("idempotency_key", cmd.Key()), slog.String("merchant_id", cmd.MerchantID),
 		slog.String("transaction_id", cmd.TransactionID), slog.String("gateway", gwName))
+	if h.died(PointDecoded, cmd.Key()) {
+		return
+	}
 
 	claim, err := h.cfg.Store.Claim(ctx, idempotency.ClaimRequest{
 		Scope:       cmd.MerchantID,
@@ -96,6 +100,20 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		h.obs.CommandDone(string(cmd.Type), "requeued", h.cfg.Now().Sub(start))
 	case idempotency.Acquired, idempotency.Resumed:
 		uncertain := claim.Status == idempotency.Resumed && claim.Record.Uncertain
+		// A replayed dead letter whose outcome was unknown reconciles first
+		// even when its record has expired or was lost since (the DLQ keeps
+		// entries longer than IDEMPOTENCY_TTL): the header is only ever a
+		// reason to ask the status call, never to skip it.
+		if msg.Headers().Get(HeaderUncertain) == "true" {
+			uncertain = true
+		}
+		// A redelivered message that finds no record may have outlived it:
+		// a Redis failover or restart can lose the last writes (REFERENCE.md),
+		// and an earlier delivery may have claimed the key and reached the
+		// gateway before. It asks the status call first, never resends blind.
+		if claim.Status == idempotency.Acquired && meta.NumDelivered > 1 {
+			uncertain = true
+		}
 		h.run(ctx, log, msg, meta, cmd, gwName, gw, claim.Record.Token, uncertain, start)
 	default:
 		log.Error("unexpected claim status", slog.String("status", claim.Status.String()))
@@ -106,11 +124,20 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 // run executes a claimed command under a renewed lease and settles it.
 func (h *Handler) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata,
 	cmd *command.Command, gwName string, gw Gateway, token int64, uncertain bool, start time.Time) {
+	if h.died(PointClaimed, cmd.Key()) {
+		return
+	}
 	work, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stopRenew := h.keepAlive(work, cancel, log, msg, cmd, token)
 	ex := h.execute(work, gwName, gw, cmd.Request(), uncertain)
 	stopRenew()
+	if ex.verdict == verdictAbandoned {
+		return // TestHook: the worker "died" between two attempts
+	}
+	if (ex.verdict == verdictSucceeded || ex.verdict == verdictFailed) && h.died(PointGatewayDone, cmd.Key()) {
+		return
+	}
 
 	// From here on, finishing must not be cut short by the work context: an
 	// outcome that reached the gateway is recorded and announced.
@@ -187,7 +214,7 @@ func (h *Handler) finish(ctx, fin context.Context, log *slog.Logger, msg jetstre
 		return
 	}
 	out := idempotency.Outcome{Succeeded: succeeded, EventID: ev.ID, Subject: h.cfg.Streams.EventSubject(string(kind)), Event: body}
-	if err := h.complete(ctx, log, cmd, token, out); err != nil {
+	if err := h.complete(fin, log, cmd, token, out); err != nil {
 		// Fenced or given up: the key's new holder reconciles through the
 		// status call and announces the outcome; this delivery comes back to
 		// find it completed.
@@ -196,9 +223,15 @@ func (h *Handler) finish(ctx, fin context.Context, log *slog.Logger, msg jetstre
 		h.obs.CommandDone(string(cmd.Type), "requeued", h.cfg.Now().Sub(start))
 		return
 	}
-	if err := h.publish(ctx, out.Subject, body, out.EventID, nil); err != nil {
+	if h.died(PointRecorded, cmd.Key()) {
+		return
+	}
+	if err := h.publish(fin, out.Subject, body, out.EventID, nil); err != nil {
 		log.Warn("event not stored; redelivery will publish it", slog.Any("error", err))
 		h.settle(log, "nak", msg.Nak())
+		return
+	}
+	if h.died(PointPublished, cmd.Key()) {
 		return
 	}
 	h.obs.EventPublished(string(kind))
@@ -245,7 +278,7 @@ func (h *Handler) completed(ctx context.Context, log *slog.Logger, msg jetstream
 		h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(storeRetryDelay)))
 		return
 	}
-	if meta.NumDelivered > 1 && rec.CommandID == cmd.CommandID {
+	if meta.NumDelivered > 1 && completedBy(rec) == cmd.CommandID {
 		if err := h.publish(ctx, rec.Outcome.Subject, rec.Outcome.Event, rec.Outcome.EventID, nil); err != nil {
 			log.Warn("republishing the terminal event failed", slog.Any("error", err))
 			h.settle(log, "nak", msg.Nak())
@@ -275,6 +308,22 @@ func (h *Handler) completed(ctx context.Context, log *slog.Logger, msg jetstream
 	h.obs.CommandDone(string(cmd.Type), "duplicate", h.cfg.Now().Sub(start))
 	log.Info("duplicate of a completed key: no gateway call", slog.String("original_event_id", rec.Outcome.EventID),
 		slog.String("original_command_id", rec.CommandID))
+}
+
+// completedBy names the command whose outcome rec holds: the command_id of
+// the stored terminal event. It is not always rec.CommandID, the key's first
+// claimant: a replay of a dead letter (a new command_id, the same key)
+// resumes the released key and records the outcome under its own id.
+func completedBy(rec idempotency.Record) string {
+	var ev struct {
+		Data struct {
+			CommandID string `json:"command_id"`
+		} `json:"data"`
+	}
+	if rec.Outcome != nil && json.Unmarshal(rec.Outcome.Event, &ev) == nil && ev.Data.CommandID != "" {
+		return ev.Data.CommandID
+	}
+	return rec.CommandID
 }
 
 func (h *Handler) settle(log *slog.Logger, what string, err error) {

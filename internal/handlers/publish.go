@@ -128,6 +128,9 @@ func (h *Handler) deadLetter(ctx, fin context.Context, log *slog.Logger, msg jet
 		h.settle(log, "nak", msg.Nak())
 		return
 	}
+	if h.died(PointDeadLettered, cmd.Key()) {
+		return
+	}
 	data := h.eventData(cmd, gwName, ex)
 	data.DLQSubject, data.DLQSequence = dlqSubject, ack.Sequence
 	id := events.MessageID(events.DeadLettered, cmd.MerchantID, cmd.Key(), msgID)

@@ -142,12 +142,12 @@ func (s *Sandbox) captureOrVoid(w http.ResponseWriter, r *http.Request, op gatew
 		s.mu.Unlock()
 		writeError(w, http.StatusPreconditionFailed, "ERR0412", msgWrongState, nil)
 		return outcome{}
-	case op == gateway.Capture && req.Amount.value > a.Amount:
+	case op == gateway.Capture && req.Amount.value > a.Amount-a.VoidedAmount:
 		s.mu.Unlock()
 		writeError(w, http.StatusBadRequest, "ERR0400", msgOverAmount, &paymentDetails{ResponseCode: rcOverAmount})
 		return outcome{}
 	}
-	amount := a.Amount
+	amount := a.Amount - a.VoidedAmount
 	if op == gateway.Capture {
 		amount = req.Amount.value
 	}
@@ -226,7 +226,8 @@ func (s *Sandbox) applyLocked(a *authorisation, op gateway.Operation, amount int
 	switch {
 	case op == gateway.Void:
 		a.State = StateVoided
-	case amount < a.Amount:
+		a.VoidedAmount += amount
+	case amount < a.Amount-a.VoidedAmount:
 		a.State = StatePartiallyCaptured
 		a.CapturedAmount = amount
 	default:

@@ -5,6 +5,11 @@
 // operation, and fault injection (latency, 5xx, 429, "apply then drop the
 // connection", unclear results).
 //
+// The same server also emulates SIBS Stargate (see sibs.go): capture,
+// cancellation and status under /api/v1/payments/{id}/..., over the same
+// authorisations, so an authorisation made by Authorise or by either
+// gateway's payment endpoint can be captured or voided through both.
+//
 // It serves real HTTP, so the adapter under test talks to it exactly as it
 // talks to the gateway. It follows our two readings of SPEC §1: the status
 // endpoint answers the authorisation's current state in transaction_type, and
@@ -60,6 +65,11 @@ type Options struct {
 	// Seed seeds the fault dice and the generated auth codes, so a run with
 	// the same seed and the same sequence of calls faults the same calls.
 	Seed int64
+	// SIBSToken, when non-empty, must arrive on the SIBS endpoints as
+	// "Authorization: Bearer <SIBSToken>"; SIBSClientID, when non-empty, as
+	// "x-ibm-client-id". A request without them is refused with 401.
+	SIBSToken    string
+	SIBSClientID string
 }
 
 // LogValue redacts the keys.
@@ -67,6 +77,7 @@ func (o Options) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.Bool("api_key_set", o.APIKey != ""),
 		slog.Bool("x_api_key_set", o.XAPIKey != ""),
+		slog.Bool("sibs_token_set", o.SIBSToken != ""),
 		slog.Duration("latency", o.Latency),
 		slog.Int64("seed", o.Seed),
 	)
@@ -98,9 +109,12 @@ type Authorisation struct {
 	Amount         int64
 	Currency       string
 	CapturedAmount int64
-	State          State
-	AuthorisedAt   time.Time
-	UpdatedAt      time.Time
+	// VoidedAmount is what is cancelled (SIBS cancels part or all of what is
+	// still open; a PaymentOptions void cancels all of it).
+	VoidedAmount int64
+	State        State
+	AuthorisedAt time.Time
+	UpdatedAt    time.Time
 }
 
 // Operation is one applied (effective) capture or void.
@@ -114,6 +128,9 @@ type Operation struct {
 	Amount          int64             `json:"amount"`
 	Currency        string            `json:"currency"`
 	Time            time.Time         `json:"time"`
+	// Reference is the merchant's reference of the operation (SIBS
+	// merchantTransactionId), empty for PaymentOptions.
+	Reference string `json:"reference,omitempty"`
 }
 
 type card struct {
@@ -147,6 +164,7 @@ type Sandbox struct {
 	ledger  []Operation
 	calls   map[string]int
 	nextRef int64
+	addr    string
 }
 
 // New returns an empty sandbox with no faults.
@@ -248,7 +266,8 @@ func (s *Sandbox) Calls(op string) int {
 }
 
 // Handler returns the HTTP handler of the gateway endpoints, for any path
-// prefix before /api/v1/server-to-server-interface/<op>, and of the control
+// prefix before /api/v1/server-to-server-interface/<op> (PaymentOptions) or
+// a path ending in /api/v1/payments[/{id}/<op>] (SIBS), and of the control
 // endpoints /_sandbox/faults (GET, POST) and /_sandbox/ledger (GET).
 func (s *Sandbox) Handler() http.Handler {
 	return http.HandlerFunc(s.serveHTTP)
@@ -261,6 +280,10 @@ func (s *Sandbox) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case "/_sandbox/ledger":
 		s.serveLedger(w, r)
+		return
+	}
+	if m := sibsPath.FindStringSubmatch(r.URL.EscapedPath()); m != nil {
+		s.serveSIBS(w, r, m[1], m[2])
 		return
 	}
 	_, rest, ok := strings.Cut(r.URL.Path, apiPrefix)
@@ -363,14 +386,18 @@ func (s *Sandbox) authorised(r *http.Request) bool {
 }
 
 // Start serves the sandbox on addr (such as "127.0.0.1:0") and returns the
-// base URL to configure the adapter with, "http://HOST:PORT/api/v1", and a
-// stop function that shuts the server down gracefully within its context and
-// waits for it.
+// base URL to configure the PaymentOptions adapter with,
+// "http://HOST:PORT/api/v1", and a stop function that shuts the server down
+// gracefully within its context and waits for it. SIBSBaseURL then gives the
+// SIBS adapter's base.
 func (s *Sandbox) Start(addr string) (baseURL string, stop func(context.Context) error, err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", nil, fmt.Errorf("sandbox: listen: %w", err)
 	}
+	s.mu.Lock()
+	s.addr = ln.Addr().String()
+	s.mu.Unlock()
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"sync"
 	"testing"
@@ -36,6 +37,10 @@ type System struct {
 	Sandbox *sandbox.Sandbox
 	Store   idempotency.Store
 	Gateway *paymentoptions.Client
+	// GatewayURL is the sandbox's base URL, for workers run as processes.
+	GatewayURL string
+	// Redis is the redis-server behind Store; nil with the KV store.
+	Redis *testenv.Redis
 
 	mu     sync.Mutex
 	events []Received
@@ -58,6 +63,15 @@ type Options struct {
 	Workers int
 	// Concurrency is each worker's commands in flight.
 	Concurrency int
+	// AckWait is the consumer's ack wait; 0 means 5s.
+	AckWait time.Duration
+	// Hook is the handlers' TestHook (crash points); nil for none.
+	Hook func(point, key string) bool
+	// WrapStore, when set, wraps the store each worker's handler uses (to
+	// observe or delay its writes).
+	WrapStore func(handlers.Store) handlers.Store
+	// Logger receives the workers' logs; nil discards them.
+	Logger *slog.Logger
 }
 
 // DefaultOptions are a Redis store,, one worker of 16, a 5s lease and a fast retry budget.
@@ -88,6 +102,7 @@ func Start(t testing.TB, o Options) *System {
 		s.Store = kv
 	} else {
 		r := testenv.StartRedis(t)
+		s.Redis = r
 		s.Store = idempotency.NewRedis(r.Client(t), idempotency.RedisOptions{Prefix: r.Prefix, TTL: time.Hour})
 	}
 	s.Sandbox = sandbox.New(sandbox.Options{APIKey: "k", XAPIKey: "x", Seed: 1})
@@ -96,6 +111,7 @@ func Start(t testing.TB, o Options) *System {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = stop(context.Background()) })
+	s.GatewayURL = base
 	u, _ := url.Parse(base)
 	s.Gateway, err = paymentoptions.New(paymentoptions.Config{BaseURL: u, APIKey: "k", XAPIKey: "x", Timeout: 2 * time.Second})
 	if err != nil {
@@ -112,20 +128,34 @@ func Start(t testing.TB, o Options) *System {
 // the way SIGTERM does.
 func (s *System) StartWorker(t testing.TB, id string, o Options) (stop func()) {
 	t.Helper()
+	ackWait := o.AckWait
+	if ackWait <= 0 {
+		ackWait = 5 * time.Second
+	}
+	var store handlers.Store = s.Store
+	if o.WrapStore != nil {
+		store = o.WrapStore(store)
+	}
+	log := o.Logger
+	if log != nil {
+		log = log.With(slog.String("worker_id", id))
+	}
 	h := handlers.New(handlers.Config{
 		JetStream:      s.JS,
 		Streams:        s.Streams,
-		Store:          s.Store,
+		Store:          store,
 		Gateways:       map[string]handlers.Gateway{"paymentoptions": s.Gateway},
 		DefaultGateway: "paymentoptions",
 		Retry:          o.Retry,
 		Lease:          o.Lease,
-		AckWait:        5 * time.Second,
+		AckWait:        ackWait,
 		Holder:         id,
 		Source:         "urn:payworker:test:" + id,
+		Logger:         log,
+		TestHook:       o.Hook,
 	})
 	w := worker.New(worker.Config{JetStream: s.JS, Streams: s.Streams, Handler: h, Concurrency: o.Concurrency,
-		AckWait: 5 * time.Second, ShutdownTimeout: 5 * time.Second})
+		AckWait: ackWait, ShutdownTimeout: 5 * time.Second, Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()

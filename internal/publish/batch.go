@@ -1,0 +1,587 @@
+package publish
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/payworker/payworker/internal/command"
+	"github.com/payworker/payworker/schemas"
+)
+
+// Format is the format of a batch file.
+type Format string
+
+// Batch file formats.
+const (
+	// FormatCSV is comma-separated values with a header row naming the
+	// columns: the command fields of SPEC §3.2, and metadata.<key> for each
+	// metadata entry.
+	FormatCSV Format = "csv"
+	// FormatJSONL is JSON Lines: one command object per line, with the
+	// command fields of SPEC §3.2 (metadata is an object of strings).
+	FormatJSONL Format = "jsonl"
+)
+
+// ErrFormat is returned by ParseFormat and FormatOf for an unknown format.
+var ErrFormat = errors.New("unknown batch file format")
+
+// ParseFormat parses a --format value: csv, jsonl (or ndjson, jsonlines).
+func ParseFormat(s string) (Format, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "csv":
+		return FormatCSV, nil
+	case "jsonl", "ndjson", "jsonlines":
+		return FormatJSONL, nil
+	}
+	return "", fmt.Errorf("%q: want csv or jsonl: %w", s, ErrFormat)
+}
+
+// FormatOf returns the format named by a file's extension: .csv, or .jsonl
+// (.ndjson, .jsonlines).
+func FormatOf(path string) (Format, error) {
+	ext := strings.TrimPrefix(filepath.Ext(path), ".")
+	if ext == "" {
+		return "", fmt.Errorf("%s: no extension to tell the format (give --format csv or jsonl): %w", path, ErrFormat)
+	}
+	f, err := ParseFormat(ext)
+	if err != nil {
+		return "", fmt.Errorf("%s: extension %q: want .csv or .jsonl (or give --format): %w", path, ext, ErrFormat)
+	}
+	return f, nil
+}
+
+// Batch field indexes: the command fields a row may carry.
+const (
+	fCommandID = iota
+	fType
+	fIdempotencyKey
+	fMerchantID
+	fTransactionID
+	fAmount
+	fCurrency
+	fGateway
+	fNotes
+	fOriginalTime
+	nFields
+)
+
+// fieldNames are the column (CSV) and field (JSONL) names of a batch row.
+var fieldNames = [nFields]string{
+	"command_id", "type", "idempotency_key", "merchant_id", "transaction_id",
+	"amount", "currency", "gateway", "notes", "original_transaction_time",
+}
+
+// metadataPrefix starts the CSV columns of metadata entries.
+const metadataPrefix = "metadata."
+
+func fieldIndex(name string) int {
+	for i, n := range fieldNames {
+		if n == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// RowProblem is one reason a row (or the header) of a batch file is bad.
+type RowProblem struct {
+	// Field is the column or field at fault (merchant_id, metadata.order),
+	// or "" for the row as a whole.
+	Field string
+	// Message is a sentence that starts with the field: "merchant_id: must
+	// be at most 10 characters, got 11".
+	Message string
+}
+
+// RowError is the error of a bad row: its line in the file (the line a CSV
+// record starts on; 1 for the header) and every problem found.
+type RowError struct {
+	Line     int
+	Problems []RowProblem
+}
+
+// Error joins the problems with "; ".
+func (e *RowError) Error() string {
+	msgs := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		msgs[i] = p.Message
+	}
+	return fmt.Sprintf("line %d: %s", e.Line, strings.Join(msgs, "; "))
+}
+
+// HeaderError is returned by ScanBatch when the CSV header cannot be used
+// (unknown or repeated column, a required column missing): no row is read.
+type HeaderError struct{ RowError }
+
+func problemf(field, format string, args ...any) RowProblem {
+	msg := fmt.Sprintf(format, args...)
+	if field != "" {
+		msg = field + ": " + msg
+	} else {
+		msg = "row: " + msg
+	}
+	return RowProblem{Field: field, Message: msg}
+}
+
+// BatchOptions say how the rows of a batch file become commands.
+type BatchOptions struct {
+	Format Format
+	// Type is the command type of a row that gives none; "" requires every
+	// row to give its type.
+	Type command.Type
+	// KeyColumn, when set, names the column (CSV) or field (JSONL) whose
+	// value is the idempotency key. It may be a command field
+	// (transaction_id) or an extra column (order_id), which is not
+	// published.
+	KeyColumn string
+	// Workers validate rows in parallel; runtime.GOMAXPROCS(0) when zero.
+	Workers int
+}
+
+// fields are the raw values of one row, before conversion.
+type fields struct {
+	vals    [nFields]string
+	present [nFields]bool
+	meta    [][2]string
+	key     string // value of BatchOptions.KeyColumn
+	hasKey  bool
+}
+
+func (f *fields) reset() {
+	*f = fields{meta: f.meta[:0]}
+}
+
+// Default id prefixes: an idempotency key derived from the row, and a
+// command id derived from the key and the row's content.
+const (
+	derivedKeyPrefix = "batch-"
+	derivedIDPrefix  = "bcmd-"
+	derivedHexLen    = 32 // 128 bits
+)
+
+// DerivedKey returns the idempotency key a batch row without one gets: a
+// digest of merchant, transaction, type and amount, so that publishing the
+// same file again (or a file with the same shipped orders) can never capture
+// twice. Two rows of one file with these four equal share the key: the
+// second is answered as a duplicate; give an idempotency_key (or
+// --key-column) to capture the same amount twice.
+func DerivedKey(c *command.Command) string {
+	h := sha256.New()
+	writeParts(h, c.MerchantID, c.TransactionID, string(c.Type), amountPart(c.Amount))
+	return derivedKeyPrefix + hex.EncodeToString(h.Sum(nil))[:derivedHexLen]
+}
+
+// DerivedCommandID returns the command id a batch row without one gets: a
+// digest of its idempotency key and of every field it publishes, so that a
+// rerun of the same file publishes the same Nats-Msg-Id and the stream drops
+// the copies within its duplicate window.
+func DerivedCommandID(c *command.Command) string {
+	h := sha256.New()
+	parts := []string{c.Key(), string(c.Type), c.MerchantID, c.TransactionID, amountPart(c.Amount),
+		c.Currency, c.Gateway, c.Notes}
+	if c.OriginalTransactionTime != nil {
+		parts = append(parts, c.OriginalTransactionTime.UTC().Format(time.RFC3339Nano))
+	} else {
+		parts = append(parts, "-")
+	}
+	writeParts(h, parts...)
+	keys := make([]string, 0, len(c.Metadata))
+	for k := range c.Metadata {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		writeParts(h, k, c.Metadata[k])
+	}
+	return derivedIDPrefix + hex.EncodeToString(h.Sum(nil))[:derivedHexLen]
+}
+
+func amountPart(a *int64) string {
+	if a == nil {
+		return "-"
+	}
+	return strconv.FormatInt(*a, 10)
+}
+
+// writeParts writes length-prefixed parts, so that no two lists of parts
+// hash alike.
+func writeParts(h interface{ Write([]byte) (int, error) }, parts ...string) {
+	var buf [24]byte
+	for _, p := range parts {
+		b := strconv.AppendInt(buf[:0], int64(len(p)), 10)
+		b = append(b, ':')
+		h.Write(b)
+		h.Write([]byte(p))
+	}
+}
+
+// build converts the raw fields of a row into a command, fills in the
+// derived idempotency key and command id, validates it against the command
+// schema and encodes it. It returns the problems of a bad row, after those
+// found while reading it (prior), whose fields it does not report again.
+func (o *BatchOptions) build(f *fields, cmd *command.Command, prior []RowProblem) (data []byte, problems []RowProblem) {
+	*cmd = command.Command{
+		CommandID:      f.vals[fCommandID],
+		Type:           command.Type(f.vals[fType]),
+		IdempotencyKey: f.vals[fIdempotencyKey],
+		MerchantID:     f.vals[fMerchantID],
+		TransactionID:  f.vals[fTransactionID],
+		Currency:       f.vals[fCurrency],
+		Gateway:        f.vals[fGateway],
+		Notes:          f.vals[fNotes],
+	}
+	if !f.present[fType] && o.Type != "" {
+		cmd.Type = o.Type
+	}
+	bad := map[string]bool(nil)
+	fail := func(p RowProblem) {
+		problems = append(problems, p)
+		if bad == nil {
+			bad = map[string]bool{}
+		}
+		bad[p.Field] = true
+	}
+	for _, p := range prior {
+		fail(p)
+	}
+	for i, v := range f.vals {
+		if f.present[i] && !utf8.ValidString(v) {
+			fail(problemf(fieldNames[i], "is not valid UTF-8 text"))
+		}
+	}
+	if f.present[fAmount] {
+		s := strings.TrimSpace(f.vals[fAmount])
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			fail(problemf("amount", "must be an integer number of minor units (1000 for 1000 JPY or 10.00 EUR), got %s", quoteClip(s)))
+		} else {
+			cmd.Amount = &n
+		}
+	}
+	if f.present[fOriginalTime] {
+		t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(f.vals[fOriginalTime]))
+		if err != nil {
+			fail(problemf("original_transaction_time", "must be an RFC 3339 date-time such as 2026-01-14T09:30:12Z, got %s", quoteClip(f.vals[fOriginalTime])))
+		} else {
+			cmd.OriginalTransactionTime = &t
+		}
+	}
+	if len(f.meta) > 0 {
+		cmd.Metadata = make(map[string]string, len(f.meta))
+		for _, kv := range f.meta {
+			if !utf8.ValidString(kv[0]) || !utf8.ValidString(kv[1]) {
+				fail(problemf(metadataPrefix+kv[0], "is not valid UTF-8 text"))
+				continue
+			}
+			cmd.Metadata[kv[0]] = kv[1]
+		}
+	}
+	if o.KeyColumn != "" {
+		switch {
+		case !f.hasKey || f.key == "":
+			fail(problemf(o.KeyColumn, "is empty, and --key-column names it as the idempotency key"))
+		case f.present[fIdempotencyKey] && o.KeyColumn != fieldNames[fIdempotencyKey] && f.vals[fIdempotencyKey] != f.key:
+			fail(problemf("idempotency_key", "differs from the key column %s", o.KeyColumn))
+		case !utf8.ValidString(f.key):
+			fail(problemf(o.KeyColumn, "is not valid UTF-8 text"))
+		default:
+			cmd.IdempotencyKey = f.key
+		}
+	}
+	if cmd.IdempotencyKey == "" && !f.present[fIdempotencyKey] {
+		cmd.IdempotencyKey = DerivedKey(cmd)
+	}
+	if cmd.CommandID == "" && !f.present[fCommandID] {
+		cmd.CommandID = DerivedCommandID(cmd)
+	}
+	if err := validate(cmd); err != nil {
+		for _, p := range schemaProblems(err) {
+			if top, _, _ := strings.Cut(p.Field, "."); bad[p.Field] || bad[top] {
+				continue // already explained by a conversion problem
+			}
+			if i := fieldIndex(p.Field); (i == fType && o.Type == "" || i == fMerchantID || i == fTransactionID) && !f.present[i] {
+				// Absent, not empty: json.Marshal writes "" for these.
+				p.Message = p.Field + ": is required"
+				if i == fType {
+					p.Message += " (or give --type capture|void)"
+				}
+			}
+			problems = append(problems, p)
+		}
+		if len(problems) == 0 {
+			problems = append(problems, problemf("", "%v", err))
+		}
+		return nil, problems
+	}
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	data, err := json.Marshal(cmd)
+	if err != nil {
+		return nil, []RowProblem{problemf("", "encode: %v", err)}
+	}
+	if len(data) > command.MaxSize {
+		return nil, []RowProblem{problemf("", "the command is %d bytes of JSON, at most %d allowed", len(data), command.MaxSize)}
+	}
+	return data, nil
+}
+
+// validate checks cmd against the command schema of its type. The document
+// is built from the command as json.Marshal would write it, so that no JSON
+// is encoded and parsed again; a command that fails is checked once more by
+// command.Validate on its JSON, whose error names each field and rule.
+func validate(cmd *command.Command) error {
+	if cmd.Type == command.Capture || cmd.Type == command.Void {
+		if schemas.ValidateCommand(string(cmd.Type), commandDoc(cmd)) == nil {
+			return nil
+		}
+	}
+	data, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	return command.Validate(string(cmd.Type), data)
+}
+
+// commandDoc is the decoded-JSON form of cmd: exactly the members
+// json.Marshal writes (its omitempty rules), as the schema validator takes
+// them.
+func commandDoc(cmd *command.Command) map[string]any {
+	doc := make(map[string]any, 10)
+	doc["command_id"] = cmd.CommandID
+	doc["type"] = string(cmd.Type)
+	doc["merchant_id"] = cmd.MerchantID
+	doc["transaction_id"] = cmd.TransactionID
+	if cmd.IdempotencyKey != "" {
+		doc["idempotency_key"] = cmd.IdempotencyKey
+	}
+	if cmd.Amount != nil {
+		doc["amount"] = *cmd.Amount
+	}
+	if cmd.Currency != "" {
+		doc["currency"] = cmd.Currency
+	}
+	if cmd.Gateway != "" {
+		doc["gateway"] = cmd.Gateway
+	}
+	if cmd.Notes != "" {
+		doc["notes"] = cmd.Notes
+	}
+	if len(cmd.Metadata) > 0 {
+		m := make(map[string]any, len(cmd.Metadata))
+		for k, v := range cmd.Metadata {
+			m[k] = v
+		}
+		doc["metadata"] = m
+	}
+	if cmd.OriginalTransactionTime != nil {
+		doc["original_transaction_time"] = cmd.OriginalTransactionTime.Format(time.RFC3339Nano)
+	}
+	return doc
+}
+
+// schemaProblems turns a command validation error into problems.
+func schemaProblems(err error) []RowProblem {
+	var ie *command.InvalidError
+	if !errors.As(err, &ie) {
+		return []RowProblem{problemf("", "%v", err)}
+	}
+	out := make([]RowProblem, 0, len(ie.Problems))
+	for _, p := range ie.Problems {
+		msg := p.Message
+		if p.Field == "" && !strings.HasPrefix(msg, "message") {
+			msg = "row: " + msg
+		}
+		out = append(out, RowProblem{Field: p.Field, Message: msg})
+	}
+	return out
+}
+
+// quoteClip quotes a user value for a message, cut to 40 characters.
+func quoteClip(s string) string {
+	const max = 40
+	if utf8.RuneCountInString(s) > max {
+		r := []rune(s)
+		s = string(r[:max]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// parseJSONLine reads one JSON Lines row into f: a JSON object of command
+// fields (and the key column, when it is not one). Unknown and repeated
+// members are problems; so are members of the wrong JSON type.
+func (o *BatchOptions) parseJSONLine(line []byte, f *fields) []RowProblem {
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return []RowProblem{problemf("", "not valid JSON: %v", err)}
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return []RowProblem{problemf("", "must be a JSON object, one per line")}
+	}
+	var problems []RowProblem
+	var seen [nFields]bool
+	metaSeen := false
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return append(problems, problemf("", "not valid JSON: %v", err))
+		}
+		name, _ := tok.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return append(problems, problemf("", "not valid JSON: %v", err))
+		}
+		i := fieldIndex(name)
+		isKey := o.KeyColumn != "" && name == o.KeyColumn
+		switch {
+		case name == "metadata":
+			if metaSeen {
+				problems = append(problems, problemf(name, "duplicate member (a field may appear once)"))
+				continue
+			}
+			metaSeen = true
+			problems = append(problems, f.readMetadata(raw)...)
+			continue
+		case i < 0 && !isKey:
+			problems = append(problems, problemf(name, "unknown field (not a command field of SPEC §3.2)"))
+			continue
+		case i >= 0 && seen[i]:
+			problems = append(problems, problemf(name, "duplicate member (a field may appear once)"))
+			continue
+		}
+		v, ok, p := jsonScalar(name, raw, i == fAmount)
+		if p != nil {
+			problems = append(problems, *p)
+			continue
+		}
+		if isKey {
+			f.key, f.hasKey = v, ok
+		}
+		if i >= 0 {
+			seen[i] = true
+			if ok {
+				f.vals[i], f.present[i] = v, true
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil {
+		return append(problems, problemf("", "not valid JSON: %v", err))
+	}
+	if dec.More() {
+		return append(problems, problemf("", "more than one JSON value on the line"))
+	}
+	return problems
+}
+
+// jsonScalar reads a member that must be a string (or, for the amount, a
+// number): ok is false for null, which counts as absent.
+func jsonScalar(name string, raw json.RawMessage, number bool) (v string, ok bool, p *RowProblem) {
+	raw = bytes.TrimSpace(raw)
+	switch {
+	case string(raw) == "null":
+		return "", false, nil
+	case len(raw) > 0 && raw[0] == '"':
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			pr := problemf(name, "not a valid JSON string: %v", err)
+			return "", false, &pr
+		}
+		if number {
+			pr := problemf(name, "must be an integer number of minor units, got the string %s", quoteClip(s))
+			return "", false, &pr
+		}
+		return s, true, nil
+	case number && len(raw) > 0 && (raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9'):
+		if _, err := strconv.ParseInt(string(raw), 10, 64); err != nil {
+			if n, ok := jsonInteger(raw); ok {
+				return strconv.FormatInt(n, 10), true, nil
+			}
+			pr := problemf(name, "must be an integer number of minor units (1000 for 1000 JPY or 10.00 EUR), got %s", clipRaw(raw))
+			return "", false, &pr
+		}
+		return string(raw), true, nil
+	}
+	want := "a string"
+	if number {
+		want = "an integer"
+	}
+	pr := problemf(name, "must be %s, got %s", want, clipRaw(raw))
+	return "", false, &pr
+}
+
+// jsonInteger accepts the integers JSON Schema counts as such (1.0, 1e3).
+func jsonInteger(raw []byte) (int64, bool) {
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || f != float64(int64(f)) || f > 1<<53 || f < -(1<<53) {
+		return 0, false
+	}
+	return int64(f), true
+}
+
+func clipRaw(raw []byte) string {
+	s := string(raw)
+	switch {
+	case len(raw) > 0 && raw[0] == '{':
+		return "an object"
+	case len(raw) > 0 && raw[0] == '[':
+		return "an array"
+	}
+	if utf8.RuneCountInString(s) > 40 {
+		s = string([]rune(s)[:40]) + "…"
+	}
+	return s
+}
+
+// readMetadata reads a JSON Lines metadata object of strings.
+func (f *fields) readMetadata(raw json.RawMessage) []RowProblem {
+	raw = bytes.TrimSpace(raw)
+	if string(raw) == "null" {
+		return nil
+	}
+	if len(raw) == 0 || raw[0] != '{' {
+		return []RowProblem{problemf("metadata", "must be an object of strings, got %s", clipRaw(raw))}
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil {
+		return []RowProblem{problemf("metadata", "not valid JSON: %v", err)}
+	}
+	var problems []RowProblem
+	seen := map[string]bool{}
+	f.meta = f.meta[:0]
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return append(problems, problemf("metadata", "not valid JSON: %v", err))
+		}
+		k, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return append(problems, problemf("metadata", "not valid JSON: %v", err))
+		}
+		field := metadataPrefix + k
+		if seen[k] {
+			problems = append(problems, problemf(field, "duplicate member (a field may appear once)"))
+			continue
+		}
+		seen[k] = true
+		var s string
+		if len(v) == 0 || v[0] != '"' || json.Unmarshal(v, &s) != nil {
+			problems = append(problems, problemf(field, "must be a string, got %s", clipRaw(v)))
+			continue
+		}
+		f.meta = append(f.meta, [2]string{k, s})
+	}
+	return problems
+}
