@@ -181,6 +181,7 @@ type batchRun struct {
 	size                 int64
 	modTime              time.Time
 
+	digest  *publish.BatchDigest  // of the first pass
 	tracker *publish.BatchTracker // with --wait
 	results *resultsFile          // with --out
 	sum     summary
@@ -256,7 +257,7 @@ func (r *batchRun) check(ctx context.Context, f io.Reader) error {
 	stop := r.progress.start("checking", r.size, true, read.Load, func(cur int64, _ time.Duration) string {
 		return fmt.Sprintf("batch: checking %s: %d%% read, %d rows, %d bad", r.file, percent(cur, r.size), r.rows.Load(), r.invalid.Load())
 	})
-	err := publish.ScanBatch(ctx, &countingReader{r: f, n: &read}, r.opts, func(row *publish.Row) error {
+	digest, err := publish.CheckBatch(ctx, &countingReader{r: f, n: &read}, r.opts, func(row *publish.Row) error {
 		r.rows.Add(1)
 		if row.Err != nil {
 			r.invalid.Add(1)
@@ -284,6 +285,7 @@ func (r *batchRun) check(ctx context.Context, f io.Reader) error {
 	case err != nil:
 		return fmt.Errorf("batch: %s: %w", r.file, err)
 	}
+	r.digest = digest
 	return nil
 }
 
@@ -315,7 +317,7 @@ func (r *batchRun) publish(ctx context.Context, client *publish.Client, f io.Rea
 			s.Published, valid, s.Acked, s.Duplicates, s.Failed, rate(cur, elapsed))
 	})
 	start := time.Now()
-	scanErr := publish.ScanBatch(ctx, f, r.opts, func(row *publish.Row) error {
+	scanErr := publish.ReadBatch(ctx, f, r.opts, r.digest, func(row *publish.Row) error {
 		if row.Err != nil {
 			r.results.write(row.Line, row.Cmd.Key(), "invalid", "", row.Err.Error(), "")
 			return nil
@@ -400,11 +402,10 @@ func (r *batchRun) acked(a publish.BatchAck) {
 	switch {
 	case a.Err != nil:
 		r.outcome(publish.BatchOutcome{Line: a.Line, Key: a.Key, PublishErr: a.Err})
+	case r.results == nil:
 	case a.Duplicate:
-		r.sum.add("published", true)
 		r.results.write(a.Line, a.Key, "published", "", fmt.Sprintf("already in the stream at sequence %d (published before)", a.Sequence), "")
 	default:
-		r.sum.add("published", false)
 		r.results.write(a.Line, a.Key, "published", "", fmt.Sprintf("stored at stream sequence %d", a.Sequence), "")
 	}
 }

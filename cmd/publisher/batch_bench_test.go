@@ -12,6 +12,7 @@ import (
 	"runtime/metrics"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,10 +83,20 @@ func heapPeak() (stop func() uint64) {
 type batchMeasure struct {
 	rows       int
 	elapsed    time.Duration
-	bytesAlloc uint64 // heap bytes allocated during the run
-	allocs     uint64 // heap objects allocated
-	peakHeap   uint64 // largest live heap seen
-	baseHeap   uint64 // live heap before the run
+	bytesAlloc uint64        // heap bytes allocated during the run
+	allocs     uint64        // heap objects allocated
+	peakHeap   uint64        // largest live heap seen
+	baseHeap   uint64        // live heap before the run
+	cpu        time.Duration // CPU time (user and system) of the process
+}
+
+// cpuTime returns the CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // measureBatch runs `publisher batch` on path against natsURL.
@@ -95,6 +106,7 @@ func measureBatch(tb testing.TB, natsURL, path string, rows int, extra ...string
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	stopPeak := heapPeak()
+	cpu0 := cpuTime()
 	start := time.Now()
 	getenv := func(k string) string {
 		if k == "NATS_URL" {
@@ -105,6 +117,7 @@ func measureBatch(tb testing.TB, natsURL, path string, rows int, extra ...string
 	args := append([]string{"publisher", "batch", "--file", path, "--quiet"}, extra...)
 	err := run(context.Background(), args, getenv, strings.NewReader(""), io.Discard, io.Discard)
 	elapsed := time.Since(start)
+	cpu := cpuTime() - cpu0
 	peak := stopPeak()
 	runtime.ReadMemStats(&after)
 	if err != nil {
@@ -117,6 +130,7 @@ func measureBatch(tb testing.TB, natsURL, path string, rows int, extra ...string
 		allocs:     after.Mallocs - before.Mallocs,
 		peakHeap:   peak,
 		baseHeap:   before.HeapAlloc,
+		cpu:        cpu,
 	}
 }
 
@@ -138,9 +152,9 @@ func resetStreams(tb testing.TB, n *testenv.NATS) {
 // BenchmarkBatchPublish publishes a generated CSV of 200,000 captures with
 // `publisher batch` (both passes: check, then asynchronous publication) to
 // an in-process JetStream server, with no worker. It reports rows/s, bytes
-// and allocations per row, and the peak live heap of the process, which
-// includes the in-process server (TestBatchMemoryFlat measures the
-// publisher alone).
+// and allocations per row, the CPU time per row, and the peak live heap of
+// the process; the last three include the in-process server
+// (TestBatchMemoryFlat measures the publisher alone).
 //
 //	go test -run '^$' -bench BenchmarkBatchPublish -benchtime 1x ./cmd/publisher
 func BenchmarkBatchPublish(b *testing.B) {
@@ -158,11 +172,13 @@ func BenchmarkBatchPublish(b *testing.B) {
 		total.bytesAlloc += m.bytesAlloc
 		total.allocs += m.allocs
 		total.peakHeap = max(total.peakHeap, m.peakHeap)
+		total.cpu += m.cpu
 	}
 	b.ReportMetric(float64(total.rows)/total.elapsed.Seconds(), "rows/s")
 	b.ReportMetric(float64(total.bytesAlloc)/float64(total.rows), "B/row")
 	b.ReportMetric(float64(total.allocs)/float64(total.rows), "allocs/row")
 	b.ReportMetric(float64(total.peakHeap)/(1<<20), "peak-heap-MB")
+	b.ReportMetric(float64(total.cpu.Microseconds())/float64(total.rows), "cpu-µs/row")
 }
 
 // serverEnv asks the test binary to run as a NATS server (see
@@ -243,8 +259,8 @@ func TestBatchMemoryFlat(t *testing.T) {
 	small := measureBatch(t, url, writeBenchBatch(t, dir, 50_000), 50_000)
 	large := measureBatch(t, url, writeBenchBatch(t, dir, 200_000), 200_000)
 	for _, m := range []batchMeasure{small, large} {
-		t.Logf("%7d rows: %s (%.0f rows/s), peak heap %.1f MiB (%.1f MiB before), %.0f B/row, %.1f allocs/row",
-			m.rows, m.elapsed.Round(time.Millisecond), float64(m.rows)/m.elapsed.Seconds(),
+		t.Logf("%7d rows: %s (%.0f rows/s, %.1f µs CPU/row), peak heap %.1f MiB (%.1f MiB before), %.0f B/row, %.1f allocs/row",
+			m.rows, m.elapsed.Round(time.Millisecond), float64(m.rows)/m.elapsed.Seconds(), float64(m.cpu.Microseconds())/float64(m.rows),
 			float64(m.peakHeap)/(1<<20), float64(m.baseHeap)/(1<<20),
 			float64(m.bytesAlloc)/float64(m.rows), float64(m.allocs)/float64(m.rows))
 	}

@@ -319,7 +319,7 @@ not json
 			"4: amount: must be an integer",
 			"5: currency: is required",
 			"6: type: must be one of",
-			"8: transaction_id: must not be empty",
+			"8: transaction_id: is required",
 			"8: currency: must match",
 			"9: amount: must be at least 1",
 			"10: row: has 5 fields, the header has 7 columns",
@@ -521,5 +521,3 @@ func TestEventsJSONSchema(t *testing.T) {
 		t.Errorf("event types = %v, want 3 capture.succeeded and 1 capture.failed", kinds)
 	}
 }
-
-

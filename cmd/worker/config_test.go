@@ -242,11 +242,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"sibs no token url", with(sibsEnv(), "SIBS_TOKEN", "", "SIBS_CLIENT_SECRET", "cs"), `SIBS_TOKEN_URL: required with SIBS_CLIENT_SECRET`},
 		{"sibs without base", env{"SIBS_CLIENT_ID": "c"}, `SIBS_CLIENT_ID: set, but SIBS_BASE_URL is not; SIBS is configured only when SIBS_BASE_URL is set`},
 		{"default gateway", env{"DEFAULT_GATEWAY": "stripe"}, `DEFAULT_GATEWAY: "stripe" is not one of paymentoptions, sibs`},
-		{"default sibs", env{"DEFAULT_GATEWAY": "sibs"}, `DEFAULT_GATEWAY: "sibs" needs SIBS_BASE_URL to be set`},
+		{"default sibs", with(poEnv(), "DEFAULT_GATEWAY", "sibs"), `DEFAULT_GATEWAY: "sibs" needs SIBS_BASE_URL to be set`},
 		{"routes shape", env{"GATEWAY_ROUTES": "merchantA"}, `GATEWAY_ROUTES: "merchantA" is not merchant=gateway`},
 		{"routes gateway", env{"GATEWAY_ROUTES": "m=stripe"}, `GATEWAY_ROUTES: merchant "m": "stripe" is not one of paymentoptions, sibs`},
 		{"routes twice", env{"GATEWAY_ROUTES": "m=paymentoptions,m=paymentoptions"}, `GATEWAY_ROUTES: merchant "m" is listed twice`},
-		{"routes sibs", env{"GATEWAY_ROUTES": "m=sibs"}, `GATEWAY_ROUTES: merchant "m" routes to sibs, which needs SIBS_BASE_URL to be set`},
+		{"routes sibs", with(poEnv(), "GATEWAY_ROUTES", "m=sibs"), `GATEWAY_ROUTES: merchant "m" routes to sibs, which needs SIBS_BASE_URL to be set`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/payworker/payworker/internal/events"
 	"github.com/payworker/payworker/internal/sandbox"
+	"github.com/payworker/payworker/internal/streams"
 	"github.com/payworker/payworker/internal/testenv"
 )
 
@@ -443,24 +444,29 @@ func TestNATSRestartMidRun(t *testing.T) {
 	}{{"redis", true}, {"jetstream-kv", false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := startSystem(t)
-			s.gw.setPlan(func(string, string, int) behaviour { return behaviour{before: 20 * time.Millisecond} })
+			s.gw.setPlan(func(string, string, int) behaviour { return behaviour{before: 50 * time.Millisecond} })
 			kv := []string{"WORKER_CONCURRENCY", "16", "ACK_WAIT", "3s", "LEASE_DURATION", "3s"}
 			if !tc.redis {
 				kv = append(kv, "REDIS_URL", "")
 			}
 			w := startRun(t, s.env(t, "restart", kv...))
 			w.waitReady(t)
-			s.authorise(150)
+			s.authorise(300)
 			s.publishCaptures(t)
-			poll(t, 30*time.Second, "some commands done", func() (bool, string) {
-				n := len(s.gw.sb.Ledger())
-				return n >= 20, strconv.Itoa(n)
-			})
-			s.nats.Restart()
-			if err, ok := w.exited(); ok {
-				t.Fatalf("run returned %v when NATS restarted", err)
+			for _, after := range []int{20, 150} {
+				poll(t, 60*time.Second, strconv.Itoa(after)+" commands done", func() (bool, string) {
+					n := len(s.gw.sb.Ledger())
+					return n >= after, strconv.Itoa(n)
+				})
+				s.nats.Restart()
+				if err, ok := w.exited(); ok {
+					t.Fatalf("run returned %v when NATS restarted", err)
+				}
 			}
 			s.waitAllDone(t, 90*time.Second)
+			if n := len(s.gw.sb.Ledger()); n < 150 {
+				t.Fatalf("only %d commands done before the second restart", n)
+			}
 			s.checkExactlyOnce(t)
 			w.waitReady(t)
 			if err, _ := w.stop(); err != nil {
@@ -478,13 +484,21 @@ func TestNATSRestartMidRun(t *testing.T) {
 func TestRetriesLongerThanAckWaitAreNotRedelivered(t *testing.T) {
 	s := startSystem(t)
 	s.gw.setPlan(func(_, _ string, nth int) behaviour { return behaviour{rateLimit: nth <= 3} })
-	kv := []string{"WORKER_CONCURRENCY", "1", "ACK_WAIT", "1s", "LEASE_DURATION", "10s"}
+	// The commands wait in the stream before the workers start, so that
+	// the first pulls find more than the workers can run at once.
+	if err := streams.Provision(context.Background(), s.js, streams.Default()); err != nil {
+		t.Fatal(err)
+	}
+	s.authorise(32) // two rounds of the two workers' slots
+	s.publishCaptures(t)
+	kv := []string{"WORKER_CONCURRENCY", "8", "ACK_WAIT", "1s", "LEASE_DURATION", "10s"}
 	a := startRun(t, s.env(t, "a", kv...))
 	b := startRun(t, s.env(t, "b", kv...))
-	a.waitReady(t)
-	b.waitReady(t)
-	s.authorise(4)
-	s.publishCaptures(t)
+	for range 10 {
+		time.Sleep(300 * time.Millisecond)
+		ci := s.consumer(t)
+		t.Logf("ackpending %d redelivered %d delivered %d waiting %d", ci.NumAckPending, ci.NumRedelivered, ci.Delivered.Consumer, ci.NumWaiting)
+	}
 	s.waitAllDone(t, 60*time.Second)
 	s.checkExactlyOnce(t)
 
@@ -493,6 +507,7 @@ func TestRetriesLongerThanAckWaitAreNotRedelivered(t *testing.T) {
 			t.Errorf("%s: capture calls = %d, want 4 (three 429s, one success)", s.key(i), got)
 		}
 	}
+	t.Logf("consumer: %+v", *s.consumer(t))
 	if ci := s.consumer(t); ci.Delivered.Consumer != uint64(len(s.auths)) {
 		t.Errorf("deliveries = %d, want %d: one per command, no redelivery", ci.Delivered.Consumer, len(s.auths))
 	}

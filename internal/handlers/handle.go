@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/events"
+	"github.com/payworker/payworker/internal/gateway"
 	"github.com/payworker/payworker/internal/idempotency"
 )
 
@@ -129,8 +131,9 @@ func (h *Handler) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 	}
 	work, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	stopRenew := h.keepAlive(work, cancel, log, msg, cmd, token)
-	ex := h.execute(work, gwName, gw, cmd.Request(), uncertain)
+	guard := &leaseGuard{cancel: cancel}
+	stopRenew := h.keepAlive(work, guard, log, msg, cmd, token)
+	ex := h.execute(work, gwName, guardedGateway{Gateway: gw, guard: guard}, cmd.Request(), uncertain)
 	stopRenew()
 	if ex.verdict == verdictAbandoned {
 		return // TestHook: the worker "died" between two attempts
@@ -167,9 +170,13 @@ func (h *Handler) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 }
 
 // keepAlive renews the lease and extends the message's ack deadline until the
-// returned stop is called. A renewal refused by the fencing token cancels the
-// work with errLeaseLost.
-func (h *Handler) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, log *slog.Logger,
+// returned stop is called. It has the guard stop the work (errLeaseLost)
+// when a renewal is refused by the fencing token, and also when renewals
+// have failed (the store cannot be reached) for so long that the lease may
+// end before the next one: a holder that cannot prove its lease makes no
+// further gateway call (SPEC §4.7), since once the lease ends another worker
+// may take the key over, or find it lost and claim it afresh.
+func (h *Handler) keepAlive(ctx context.Context, guard *leaseGuard, log *slog.Logger,
 	msg jetstream.Msg, cmd *command.Command, token int64) (stop func()) {
 	every := min(h.cfg.Lease, h.cfg.AckWait) / 3
 	done := make(chan struct{})
@@ -178,6 +185,9 @@ func (h *Handler) keepAlive(ctx context.Context, cancel context.CancelCauseFunc,
 		defer close(finished)
 		t := time.NewTicker(every)
 		defer t.Stop()
+		// renewed is when the lease last started, as far as this worker
+		// knows: the claim (a moment ago), then each renewal's sending.
+		renewed := h.cfg.Now()
 		for {
 			select {
 			case <-done:
@@ -187,18 +197,97 @@ func (h *Handler) keepAlive(ctx context.Context, cancel context.CancelCauseFunc,
 			case <-t.C:
 			}
 			_ = msg.InProgress()
+			sent := h.cfg.Now()
 			err := h.cfg.Store.Renew(ctx, cmd.MerchantID, cmd.Key(), token, h.cfg.Lease)
 			switch {
+			case err == nil:
+				renewed = sent
 			case errors.Is(err, idempotency.ErrFenced):
 				log.Warn("lease lost: another worker took the key over; abandoning")
-				cancel(errLeaseLost)
+				guard.lose()
 				return
-			case err != nil && ctx.Err() == nil:
+			case ctx.Err() != nil:
+				return
+			case !renewed.Add(h.cfg.Lease).After(h.cfg.Now().Add(every + every/2)):
+				log.Warn("lease renewals failing and the lease about to end: abandoning, no further gateway call",
+					slog.Duration("since_renewed", h.cfg.Now().Sub(renewed)), slog.Any("error", err))
+				guard.lose()
+				return
+			default:
 				log.Warn("lease renewal failed; retrying", slog.Any("error", err))
 			}
 		}
 	}()
 	return func() { close(done); <-finished }
+}
+
+// leaseGuard stops a command's work (cancels it with errLeaseLost) once its
+// lease is lost or can no longer be proven, but never in the middle of a
+// gateway call: a request already sent cannot be taken back, and cutting it
+// short would only make its outcome unknown. The cancellation then waits for
+// the call to return, and no call starts after it.
+type leaseGuard struct {
+	cancel context.CancelCauseFunc
+
+	mu    sync.Mutex
+	calls int
+	lost  bool
+}
+
+// lose stops the work now, or when the gateway call in flight returns.
+func (g *leaseGuard) lose() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.lost = true
+	if g.calls == 0 {
+		g.cancel(errLeaseLost)
+	}
+}
+
+// enter reports whether a gateway call may start, and counts it if so.
+func (g *leaseGuard) enter() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.lost {
+		return false
+	}
+	g.calls++
+	return true
+}
+
+// leave ends a call that enter let start.
+func (g *leaseGuard) leave() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.calls--
+	if g.calls == 0 && g.lost {
+		g.cancel(errLeaseLost)
+	}
+}
+
+// guardedGateway makes a gateway call only while the lease guard allows it.
+type guardedGateway struct {
+	Gateway
+	guard *leaseGuard
+}
+
+// Execute makes the attempt unless the lease is lost: then nothing is sent
+// (Retryable) and the work is already cancelled.
+func (g guardedGateway) Execute(ctx context.Context, req gateway.Request) gateway.Result {
+	if !g.guard.enter() {
+		return gateway.Result{Outcome: gateway.Retryable, Err: errLeaseLost}
+	}
+	defer g.guard.leave()
+	return g.Gateway.Execute(ctx, req)
+}
+
+// Status asks unless the lease is lost.
+func (g guardedGateway) Status(ctx context.Context, req gateway.Request) (gateway.Status, error) {
+	if !g.guard.enter() {
+		return gateway.Status{}, errLeaseLost
+	}
+	defer g.guard.leave()
+	return g.Gateway.Status(ctx, req)
 }
 
 // finish records a terminal outcome, publishes its event and acks.

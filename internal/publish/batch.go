@@ -176,9 +176,8 @@ const (
 // second is answered as a duplicate; give an idempotency_key (or
 // --key-column) to capture the same amount twice.
 func DerivedKey(c *command.Command) string {
-	h := sha256.New()
-	writeParts(h, c.MerchantID, c.TransactionID, string(c.Type), amountPart(c.Amount))
-	return derivedKeyPrefix + hex.EncodeToString(h.Sum(nil))[:derivedHexLen]
+	key, _ := derivedKey(nil, c)
+	return key
 }
 
 // DerivedCommandID returns the command id a batch row without one gets: a
@@ -186,50 +185,97 @@ func DerivedKey(c *command.Command) string {
 // rerun of the same file publishes the same Nats-Msg-Id and the stream drops
 // the copies within its duplicate window.
 func DerivedCommandID(c *command.Command) string {
-	h := sha256.New()
-	parts := []string{c.Key(), string(c.Type), c.MerchantID, c.TransactionID, amountPart(c.Amount),
-		c.Currency, c.Gateway, c.Notes}
-	if c.OriginalTransactionTime != nil {
-		parts = append(parts, c.OriginalTransactionTime.UTC().Format(time.RFC3339Nano))
-	} else {
-		parts = append(parts, "-")
+	id, _ := derivedCommandID(nil, c)
+	return id
+}
+
+// derivedKey is DerivedKey with a scratch buffer, which it returns for
+// reuse.
+func derivedKey(scratch []byte, c *command.Command) (string, []byte) {
+	b := appendPart(scratch[:0], c.MerchantID)
+	b = appendPart(b, c.TransactionID)
+	b = appendPart(b, string(c.Type))
+	b = appendAmountPart(b, c.Amount)
+	return digestID(derivedKeyPrefix, b), b
+}
+
+// derivedCommandID is DerivedCommandID with a scratch buffer.
+func derivedCommandID(scratch []byte, c *command.Command) (string, []byte) {
+	b := appendPart(scratch[:0], c.Key())
+	for _, p := range []string{string(c.Type), c.MerchantID, c.TransactionID} {
+		b = appendPart(b, p)
 	}
-	writeParts(h, parts...)
-	keys := make([]string, 0, len(c.Metadata))
+	b = appendAmountPart(b, c.Amount)
+	for _, p := range []string{c.Currency, c.Gateway, c.Notes} {
+		b = appendPart(b, p)
+	}
+	if c.OriginalTransactionTime != nil {
+		b = appendPart(b, c.OriginalTransactionTime.UTC().Format(time.RFC3339Nano))
+	} else {
+		b = appendPart(b, "-")
+	}
+	var small [8]string
+	keys := small[:0]
 	for k := range c.Metadata {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		writeParts(h, k, c.Metadata[k])
+		b = appendPart(b, k)
+		b = appendPart(b, c.Metadata[k])
 	}
-	return derivedIDPrefix + hex.EncodeToString(h.Sum(nil))[:derivedHexLen]
+	return digestID(derivedIDPrefix, b), b
 }
 
-func amountPart(a *int64) string {
-	if a == nil {
-		return "-"
-	}
-	return strconv.FormatInt(*a, 10)
+// digestID is prefix and the first derivedHexLen hex digits of the SHA-256
+// of b.
+func digestID(prefix string, b []byte) string {
+	sum := sha256.Sum256(b)
+	var out [16 + derivedHexLen]byte
+	n := copy(out[:], prefix)
+	hex.Encode(out[n:n+derivedHexLen], sum[:derivedHexLen/2])
+	return string(out[:n+derivedHexLen])
 }
 
-// writeParts writes length-prefixed parts, so that no two lists of parts
+// appendPart appends a length-prefixed part, so that no two lists of parts
 // hash alike.
-func writeParts(h interface{ Write([]byte) (int, error) }, parts ...string) {
-	var buf [24]byte
-	for _, p := range parts {
-		b := strconv.AppendInt(buf[:0], int64(len(p)), 10)
-		b = append(b, ':')
-		h.Write(b)
-		h.Write([]byte(p))
+func appendPart(b []byte, p string) []byte {
+	b = strconv.AppendInt(b, int64(len(p)), 10)
+	b = append(b, ':')
+	return append(b, p...)
+}
+
+func appendAmountPart(b []byte, a *int64) []byte {
+	if a == nil {
+		return appendPart(b, "-")
 	}
+	var num [20]byte
+	n := strconv.AppendInt(num[:0], *a, 10)
+	b = strconv.AppendInt(b, int64(len(n)), 10)
+	b = append(b, ':')
+	return append(b, n...)
+}
+
+// builder turns rows into commands; each worker has its own, as it reuses
+// its buffers.
+type builder struct {
+	o       *BatchOptions
+	scratch []byte
+	doc     map[string]any
+	meta    map[string]any
+}
+
+func newBuilder(o *BatchOptions) *builder {
+	return &builder{o: o, scratch: make([]byte, 0, 1024), doc: make(map[string]any, 12), meta: make(map[string]any, 4)}
 }
 
 // build converts the raw fields of a row into a command, fills in the
 // derived idempotency key and command id, validates it against the command
-// schema and encodes it. It returns the problems of a bad row, after those
-// found while reading it (prior), whose fields it does not report again.
-func (o *BatchOptions) build(f *fields, cmd *command.Command, prior []RowProblem) (data []byte, problems []RowProblem) {
+// schema (unless schema is false: the row was checked before) and encodes
+// it. It returns the problems of a bad row, after those found while reading
+// it (prior), whose fields it does not report again.
+func (b *builder) build(f *fields, cmd *command.Command, prior []RowProblem, schema bool) (data []byte, problems []RowProblem) {
+	o := b.o
 	*cmd = command.Command{
 		CommandID:      f.vals[fCommandID],
 		Type:           command.Type(f.vals[fType]),
@@ -299,50 +345,50 @@ func (o *BatchOptions) build(f *fields, cmd *command.Command, prior []RowProblem
 		}
 	}
 	if cmd.IdempotencyKey == "" && !f.present[fIdempotencyKey] {
-		cmd.IdempotencyKey = DerivedKey(cmd)
+		cmd.IdempotencyKey, b.scratch = derivedKey(b.scratch, cmd)
 	}
 	if cmd.CommandID == "" && !f.present[fCommandID] {
-		cmd.CommandID = DerivedCommandID(cmd)
+		cmd.CommandID, b.scratch = derivedCommandID(b.scratch, cmd)
 	}
-	if err := validate(cmd); err != nil {
-		for _, p := range schemaProblems(err) {
-			if top, _, _ := strings.Cut(p.Field, "."); bad[p.Field] || bad[top] {
-				continue // already explained by a conversion problem
-			}
-			if i := fieldIndex(p.Field); (i == fType && o.Type == "" || i == fMerchantID || i == fTransactionID) && !f.present[i] {
-				// Absent, not empty: json.Marshal writes "" for these.
-				p.Message = p.Field + ": is required"
-				if i == fType {
-					p.Message += " (or give --type capture|void)"
+	if schema || len(problems) > 0 {
+		if err := b.validate(cmd); err != nil {
+			for _, p := range schemaProblems(err) {
+				if top, _, _ := strings.Cut(p.Field, "."); bad[p.Field] || bad[top] {
+					continue // already explained by a conversion problem
 				}
+				if i := fieldIndex(p.Field); (i == fType && o.Type == "" || i == fMerchantID || i == fTransactionID) && !f.present[i] {
+					// Absent, not empty: json.Marshal writes "" for these.
+					p.Message = p.Field + ": is required"
+					if i == fType {
+						p.Message += " (or give --type capture|void)"
+					}
+				}
+				problems = append(problems, p)
 			}
-			problems = append(problems, p)
+			if len(problems) == 0 {
+				problems = append(problems, problemf("", "%v", err))
+			}
 		}
-		if len(problems) == 0 {
-			problems = append(problems, problemf("", "%v", err))
-		}
-		return nil, problems
 	}
 	if len(problems) > 0 {
 		return nil, problems
 	}
-	data, err := json.Marshal(cmd)
-	if err != nil {
-		return nil, []RowProblem{problemf("", "encode: %v", err)}
+	b.scratch = appendCommand(b.scratch[:0], cmd)
+	if len(b.scratch) > command.MaxSize {
+		return nil, []RowProblem{problemf("", "the command is %d bytes of JSON, at most %d allowed", len(b.scratch), command.MaxSize)}
 	}
-	if len(data) > command.MaxSize {
-		return nil, []RowProblem{problemf("", "the command is %d bytes of JSON, at most %d allowed", len(data), command.MaxSize)}
-	}
-	return data, nil
+	return bytes.Clone(b.scratch), nil
 }
 
 // validate checks cmd against the command schema of its type. The document
 // is built from the command as json.Marshal would write it, so that no JSON
 // is encoded and parsed again; a command that fails is checked once more by
 // command.Validate on its JSON, whose error names each field and rule.
-func validate(cmd *command.Command) error {
+func (b *builder) validate(cmd *command.Command) error {
 	if cmd.Type == command.Capture || cmd.Type == command.Void {
-		if schemas.ValidateCommand(string(cmd.Type), commandDoc(cmd)) == nil {
+		clear(b.doc)
+		clear(b.meta)
+		if schemas.ValidateCommand(string(cmd.Type), commandDoc(b.doc, b.meta, cmd)) == nil {
 			return nil
 		}
 	}
@@ -353,11 +399,10 @@ func validate(cmd *command.Command) error {
 	return command.Validate(string(cmd.Type), data)
 }
 
-// commandDoc is the decoded-JSON form of cmd: exactly the members
-// json.Marshal writes (its omitempty rules), as the schema validator takes
-// them.
-func commandDoc(cmd *command.Command) map[string]any {
-	doc := make(map[string]any, 10)
+// commandDoc fills doc with the decoded-JSON form of cmd: exactly the
+// members json.Marshal writes (its omitempty rules), as the schema validator
+// takes them. meta is the (empty) map for the metadata.
+func commandDoc(doc, meta map[string]any, cmd *command.Command) map[string]any {
 	doc["command_id"] = cmd.CommandID
 	doc["type"] = string(cmd.Type)
 	doc["merchant_id"] = cmd.MerchantID
@@ -378,11 +423,10 @@ func commandDoc(cmd *command.Command) map[string]any {
 		doc["notes"] = cmd.Notes
 	}
 	if len(cmd.Metadata) > 0 {
-		m := make(map[string]any, len(cmd.Metadata))
 		for k, v := range cmd.Metadata {
-			m[k] = v
+			meta[k] = v
 		}
-		doc["metadata"] = m
+		doc["metadata"] = meta
 	}
 	if cmd.OriginalTransactionTime != nil {
 		doc["original_transaction_time"] = cmd.OriginalTransactionTime.Format(time.RFC3339Nano)

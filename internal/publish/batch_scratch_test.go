@@ -1,37 +1,23 @@
 package publish
 
 import (
-	"encoding/json"
+	"bytes"
+	"context"
+	"fmt"
 	"testing"
-
-	"github.com/payworker/payworker/internal/command"
-	"github.com/payworker/payworker/schemas"
+	"time"
 )
 
-func BenchmarkScratchValidate(b *testing.B) {
-	amt := int64(1000)
-	cmd := &command.Command{CommandID: "bcmd-0123456789abcdef0123456789abcdef", Type: "capture", IdempotencyKey: "batch-0123456789abcdef0123456789abcdef",
-		MerchantID: "M0001", TransactionID: "ab8444e7-fec0-40dd-994d-0ad813785f74", Amount: &amt, Currency: "JPY", Metadata: map[string]string{"order": "42"}}
-	b.Run("encode", func(b *testing.B) {
-		for b.Loop() {
-			if _, err := Encode(cmd); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
-	b.Run("marshal", func(b *testing.B) {
-		for b.Loop() {
-			json.Marshal(cmd)
-		}
-	})
-	b.Run("map+schema", func(b *testing.B) {
-		for b.Loop() {
-			doc := map[string]any{"command_id": cmd.CommandID, "type": string(cmd.Type), "idempotency_key": cmd.IdempotencyKey,
-				"merchant_id": cmd.MerchantID, "transaction_id": cmd.TransactionID, "amount": *cmd.Amount, "currency": cmd.Currency,
-				"metadata": map[string]any{"order": "42"}}
-			if err := schemas.ValidateCommand("capture", doc); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+func TestScratchScan(t *testing.T) {
+	var buf bytes.Buffer
+	fmt.Fprintln(&buf, "type,merchant_id,transaction_id,amount,currency,metadata.order")
+	for i := range 200000 {
+		fmt.Fprintf(&buf, "capture,M%04d,%08x-fec0-40dd-994d-%012x,%d,JPY,order-%d\n", i%100, i, i, 100+i%10000, i)
+	}
+	for _, w := range []int{2} {
+		start := time.Now()
+		n := 0
+		_, err := CheckBatch(context.Background(), bytes.NewReader(buf.Bytes()), BatchOptions{Format: FormatCSV, Workers: w}, func(r *Row) error { n++; return nil })
+		t.Logf("workers %d: %v %d rows %s", w, err, n, time.Since(start))
+	}
 }

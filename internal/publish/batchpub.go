@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/streams"
 )
 
@@ -115,13 +116,16 @@ var ErrPublishing = errors.New("publishing keeps failing")
 // soon as the row is sent, and blocks only while the window is full. Publish
 // and Close are called from one goroutine.
 type BatchPublisher struct {
-	js     jetstream.JetStream
-	cfg    streams.Config
-	o      BatchPublishOptions
-	slots  chan struct{}
-	queue  chan inflight
-	done   chan struct{}
-	closed bool
+	js    jetstream.JetStream
+	cfg   streams.Config
+	o     BatchPublishOptions
+	slots chan struct{}
+	queue chan inflight
+
+	subjects     map[command.Type]string
+	expectStream []string // shared by every message's header; never changed
+	done         chan struct{}
+	closed       bool
 
 	published, acked, duplicates, failed, retries atomic.Int64
 
@@ -153,6 +157,11 @@ func (c *Client) NewBatchPublisher(o BatchPublishOptions) (*BatchPublisher, erro
 		slots: make(chan struct{}, o.Window),
 		queue: make(chan inflight, o.Window),
 		done:  make(chan struct{}),
+		subjects: map[command.Type]string{
+			command.Capture: c.streams.CommandSubject(string(command.Capture)),
+			command.Void:    c.streams.CommandSubject(string(command.Void)),
+		},
+		expectStream: []string{c.streams.Commands},
 	}
 	go p.collect()
 	return p, nil
@@ -176,12 +185,19 @@ func (p *BatchPublisher) Publish(ctx context.Context, row *Row) error {
 		return ctx.Err()
 	}
 	cmd := &row.Cmd
+	subject, ok := p.subjects[cmd.Type]
+	if !ok {
+		<-p.slots
+		return fmt.Errorf("line %d: command type %q: not a valid row", row.Line, cmd.Type)
+	}
+	// The headers WithMsgID and WithExpectStream would set, built here
+	// without their per-message option closures.
 	msg := &nats.Msg{
-		Subject: p.cfg.CommandSubject(string(cmd.Type)),
-		Header:  make(nats.Header, 2),
+		Subject: subject,
+		Header:  nats.Header{jetstream.MsgIDHeader: {cmd.CommandID}, jetstream.ExpectedStreamHeader: p.expectStream},
 		Data:    row.Data,
 	}
-	f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(cmd.CommandID), jetstream.WithExpectStream(p.cfg.Commands))
+	f, err := p.js.PublishMsgAsync(msg)
 	if err != nil {
 		<-p.slots
 		return fmt.Errorf("line %d: publish %s command %s: %w", row.Line, cmd.Type, cmd.CommandID, err)

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
@@ -16,7 +19,7 @@ import (
 	"github.com/payworker/payworker/internal/command"
 )
 
-// Row is one row of a batch file, as ScanBatch hands it over.
+// Row is one row of a batch file, as CheckBatch and ReadBatch hand it over.
 type Row struct {
 	// Line is the row's line in the file (where a CSV record starts).
 	Line int
@@ -40,8 +43,11 @@ type rawRow struct {
 
 // chunk is a run of consecutive rows converted by one worker.
 type chunk struct {
+	seq  int // index of the chunk in the file
 	raw  []rawRow
 	rows []Row
+	sum  [sha256.Size]byte // digest of the rows (see BatchDigest)
+	bad  []int             // lines of the bad rows
 	done chan struct{}
 }
 
@@ -52,14 +58,55 @@ const chunkSize = 256
 // bytes, and a row carries little more.
 const maxLine = command.MaxSize + 4096
 
-// ScanBatch reads a batch file from r, row by row, and calls fn for each row
-// in file order: a valid row with its command and JSON, a bad row with every
-// problem found. Rows are converted and validated by o.Workers goroutines,
-// a few hundred rows ahead of fn, so memory does not grow with the file. fn
-// must not keep the *Row (its Data may be kept). ScanBatch stops at the end
-// of r, when fn returns an error (which it returns), or when ctx ends. A CSV
-// header that cannot be used gives a *HeaderError before any row.
-func ScanBatch(ctx context.Context, r io.Reader, o BatchOptions, fn func(*Row) error) error {
+// ErrFileChanged is returned by ReadBatch when the file is not the one
+// CheckBatch read: a run of rows differs, or the file is longer or shorter.
+// The rows before the change were handed over; none after.
+var ErrFileChanged = errors.New("the file changed since it was checked")
+
+// BatchDigest is what CheckBatch learnt about a file, so that ReadBatch
+// hands over exactly the rows that were checked without checking them
+// against the command schema again: the SHA-256 of each run of 256 rows
+// (their lines and command JSON) and the lines of the bad rows. It takes 32
+// bytes per 256 rows, and 8 per bad row.
+type BatchDigest struct {
+	chunks []chunkSum
+}
+
+type chunkSum struct {
+	sum [sha256.Size]byte
+	bad []int
+}
+
+// CheckBatch reads a batch file from r, row by row, and calls fn for each
+// row in file order: a valid row with its command and JSON, a bad row with
+// every problem found. Rows are converted and checked against the command
+// schema by o.Workers goroutines, a few hundred rows ahead of fn, so memory
+// does not grow with the file. fn must not keep the *Row (its Data may be
+// kept). CheckBatch stops at the end of r, when fn returns an error (which
+// it returns), or when ctx ends. A CSV header that cannot be used gives a
+// *HeaderError before any row. The digest it returns lets ReadBatch read
+// the same file again.
+func CheckBatch(ctx context.Context, r io.Reader, o BatchOptions, fn func(*Row) error) (*BatchDigest, error) {
+	d := &BatchDigest{}
+	if err := scanBatch(ctx, r, o, d, false, fn); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// ReadBatch reads a file that CheckBatch read before, and calls fn for each
+// row in file order, like CheckBatch. It does not check the rows against
+// the command schema again: it checks instead that each run of rows is the
+// one CheckBatch checked (its digest), before handing any of its rows to
+// fn, and stops with ErrFileChanged when it is not. Bad rows come with their
+// problems again.
+func ReadBatch(ctx context.Context, r io.Reader, o BatchOptions, d *BatchDigest, fn func(*Row) error) error {
+	return scanBatch(ctx, r, o, d, true, fn)
+}
+
+// scanBatch is CheckBatch (verify false: record d) and ReadBatch (verify:
+// compare with d).
+func scanBatch(ctx context.Context, r io.Reader, o BatchOptions, d *BatchDigest, verify bool, fn func(*Row) error) error {
 	var (
 		next func() (rawRow, bool, error)
 		conv func(*fields, *rawRow) []RowProblem
@@ -94,7 +141,7 @@ func ScanBatch(ctx context.Context, r io.Reader, o BatchOptions, fn func(*Row) e
 	g.Go(func() error {
 		defer close(order)
 		defer close(jobs)
-		for {
+		for seq := 0; ; seq++ {
 			var c *chunk
 			select {
 			case c = <-free:
@@ -102,6 +149,7 @@ func ScanBatch(ctx context.Context, r io.Reader, o BatchOptions, fn func(*Row) e
 			default:
 				c = &chunk{raw: make([]rawRow, 0, chunkSize), rows: make([]Row, chunkSize)}
 			}
+			c.seq = seq
 			c.done = make(chan struct{})
 			eof := false
 			for len(c.raw) < chunkSize {
@@ -135,40 +183,72 @@ func ScanBatch(ctx context.Context, r io.Reader, o BatchOptions, fn func(*Row) e
 	for range workers {
 		g.Go(func() error {
 			var f fields
+			b := newBuilder(&o)
+			h := sha256.New()
+			var num [20]byte
 			for c := range jobs {
+				var recorded []int
+				if verify && c.seq < len(d.chunks) {
+					recorded = d.chunks[c.seq].bad
+				}
+				h.Reset()
+				c.bad = c.bad[:0]
 				for i := range c.raw {
 					raw := &c.raw[i]
 					row := &c.rows[i]
 					*row = Row{Line: raw.line}
-					if raw.err != nil {
+					switch {
+					case raw.err != nil:
 						row.Err = raw.err
+					default:
+						f.reset()
+						problems := conv(&f, raw)
+						if wholeRow(problems) {
+							row.Err = &RowError{Line: raw.line, Problems: problems}
+							break
+						}
+						_, wasBad := slices.BinarySearch(recorded, raw.line)
+						data, problems := b.build(&f, &row.Cmd, problems, !verify || wasBad)
+						if len(problems) > 0 {
+							row.Err = &RowError{Line: raw.line, Problems: problems}
+							break
+						}
+						row.Data = data
+					}
+					h.Write(strconv.AppendInt(num[:0], int64(raw.line), 10))
+					if row.Err != nil {
+						c.bad = append(c.bad, raw.line)
+						h.Write([]byte{'!'})
 						continue
 					}
-					f.reset()
-					problems := conv(&f, raw)
-					if wholeRow(problems) {
-						row.Err = &RowError{Line: raw.line, Problems: problems}
-						continue
-					}
-					data, problems := o.build(&f, &row.Cmd, problems)
-					if len(problems) > 0 {
-						row.Err = &RowError{Line: raw.line, Problems: problems}
-						continue
-					}
-					row.Data = data
+					h.Write([]byte{':'})
+					h.Write(strconv.AppendInt(num[:0], int64(len(row.Data)), 10))
+					h.Write([]byte{':'})
+					h.Write(row.Data)
 				}
+				h.Sum(c.sum[:0])
 				close(c.done)
 			}
 			return nil
 		})
 	}
-	// The caller's goroutine hands the rows over in file order.
+	// The rows are handed over in file order, a chunk once it is converted
+	// (and, for ReadBatch, found unchanged).
 	g.Go(func() error {
+		chunks := 0
 		for c := range order {
 			select {
 			case <-c.done:
 			case <-gctx.Done():
 				return gctx.Err()
+			}
+			chunks++
+			if verify {
+				if c.seq >= len(d.chunks) || d.chunks[c.seq].sum != c.sum {
+					return fmt.Errorf("rows from line %d on: %w", c.raw[0].line, ErrFileChanged)
+				}
+			} else {
+				d.chunks = append(d.chunks, chunkSum{sum: c.sum, bad: slices.Clone(c.bad)})
 			}
 			for i := range c.raw {
 				if err := fn(&c.rows[i]); err != nil {
@@ -180,6 +260,9 @@ func ScanBatch(ctx context.Context, r io.Reader, o BatchOptions, fn func(*Row) e
 			case free <- c:
 			default:
 			}
+		}
+		if verify && gctx.Err() == nil && chunks != len(d.chunks) {
+			return fmt.Errorf("%d runs of rows read, %d checked: %w", chunks, len(d.chunks), ErrFileChanged)
 		}
 		return nil
 	})

@@ -326,15 +326,19 @@ func (c *Client) awaitReplays(ctx context.Context, d time.Duration, results []Re
 			}
 		}
 		r.Outcome = &o
-		r.Status, r.Detail = replayStatusOf(o, r.Republished)
+		r.Status, r.Detail = replayStatusOf(o, r.CommandID, r.Republished)
 	}
 }
 
-// replayStatusOf maps the event that answered a replayed command to its
-// status. republished: the answer is that of an earlier replay's publication.
-func replayStatusOf(o Outcome, republished bool) (ReplayStatus, string) {
+// replayStatusOf maps the event that answered the replayed command id to
+// its status. republished: the answer is that of an earlier replay's
+// publication of the same command. A terminal event of another command
+// (two DLQ entries of one key) means the key was done without this one.
+func replayStatusOf(o Outcome, id string, republished bool) (ReplayStatus, string) {
 	d := o.Event.Data
 	switch {
+	case o.Kind.Terminal() && d.CommandID != "" && d.CommandID != id:
+		return ReplayAlreadyDone, fmt.Sprintf("the key reached its outcome through command %s: not executed again", d.CommandID)
 	case o.Kind == events.Duplicate:
 		return ReplayAlreadyDone, fmt.Sprintf("the key already had its outcome (event %s): not executed again", d.OriginalEventID)
 	case o.Kind == events.DeadLettered:

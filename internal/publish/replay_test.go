@@ -575,3 +575,30 @@ func entry(t *testing.T, seq uint64, subject, body string, uncertain bool) DeadL
 	}
 	return deadLetterOf("PAYMENT_DLQ", &jetstream.RawStreamMsg{Subject: subject, Sequence: seq, Header: h, Data: []byte(body), Time: time.Now()})
 }
+
+func TestReplayStatusOf(t *testing.T) {
+	const id = "replay-PAYMENT_DLQ-1"
+	outcome := func(k events.Kind, commandID string) Outcome {
+		return Outcome{Kind: k, Event: events.New(k, "e-1", "test", time.Now(), events.Data{CommandID: commandID})}
+	}
+	tests := []struct {
+		name        string
+		o           Outcome
+		republished bool
+		want        ReplayStatus
+	}{
+		{"succeeded", outcome(events.CaptureSucceeded, id), false, ReplaySucceeded},
+		{"failed", outcome(events.VoidFailed, id), false, ReplayFailed},
+		{"duplicate", outcome(events.Duplicate, id), false, ReplayAlreadyDone},
+		{"dead-lettered", outcome(events.DeadLettered, id), false, ReplayDeadLettered},
+		{"rejected", outcome(events.Rejected, id), false, ReplayRejected},
+		{"succeeded for an earlier replay", outcome(events.CaptureSucceeded, id), true, ReplayAlreadyDone},
+		{"failed for an earlier replay", outcome(events.CaptureFailed, id), true, ReplayFailed},
+		{"terminal of another command", outcome(events.CaptureSucceeded, "c-9"), false, ReplayAlreadyDone},
+	}
+	for _, tt := range tests {
+		if got, _ := replayStatusOf(tt.o, id, tt.republished); got != tt.want {
+			t.Errorf("%s: replayStatusOf(%s, republished %v) = %q, want %q", tt.name, tt.o.Kind, tt.republished, got, tt.want)
+		}
+	}
+}

@@ -22,7 +22,8 @@ const (
 )
 
 // Faults is the misbehaviour the sandbox injects. Only the payment, capture
-// and void endpoints are faulted, and status too when FaultStatus is set.
+// and void endpoints are faulted (SIBS's payment, capture and cancellation
+// too), and the status endpoints too when FaultStatus is set.
 // A rate is the probability, from 0 (never) to 1 (every call), that a call
 // gets the fault. On a faulted call they are tried in this order:
 //
@@ -32,7 +33,8 @@ const (
 //  4. ErrorRate: a 5xx, not applied.
 //  5. The request is read and checked; a refusal (4xx) is answered as usual.
 //  6. UnclearRate: the operation is applied on a coin toss and answered with
-//     HTTP 200, success false and response_code 680 ("result unclear").
+//     HTTP 200, success false and response_code 680 ("result unclear"); on
+//     SIBS, HTTP 200 with statusCode "000" and paymentStatus Pending.
 //  7. ApplyThenDropRate: the operation is applied and the connection closed
 //     without an answer.
 //

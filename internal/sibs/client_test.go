@@ -171,7 +171,9 @@ func TestNew(t *testing.T) {
 
 type staticSource string
 
-func (s staticSource) Token() (*oauth2.Token, error) { return &oauth2.Token{AccessToken: string(s)}, nil }
+func (s staticSource) Token() (*oauth2.Token, error) {
+	return &oauth2.Token{AccessToken: string(s)}, nil
+}
 
 func TestRequests(t *testing.T) {
 	srv, requests := recorder(t, 200, answerJSON("000", "Success", "CAPT", "19.99", "EUR"))
@@ -354,8 +356,8 @@ func TestSandboxLifecycle(t *testing.T) {
 	}{
 		{gateway.Capture, "cap-2", gateway.OursApplied, 3001},
 		{gateway.Void, "void-2", gateway.OursApplied, 4000},
-		{gateway.Capture, "cap-3", gateway.OursAbsent, 0},  // refused: not applied
-		{gateway.Void, "cap-1", gateway.OursAbsent, 0},     // a capture is not our void
+		{gateway.Capture, "cap-3", gateway.OursAbsent, 0}, // refused: not applied
+		{gateway.Void, "cap-1", gateway.OursAbsent, 0},    // a capture is not our void
 		{gateway.Capture, "never", gateway.OursAbsent, 0},
 	} {
 		st, err := c.Status(ctx, gateway.Request{Operation: tt.op, TransactionID: auth, Reference: tt.ref})

@@ -268,8 +268,9 @@ func TestCrashPoints(t *testing.T) {
 		want     want
 	}{
 		{row: "after decoding, before the claim", point: handlers.PointDecoded,
-			// claims normally
-			want: want{claims: 1, captures: 1, deliveries: 2, exactly: true}},
+			// claims normally (acquired); being a redelivery, it asks the
+			// status call first ("authorised") in case the record was lost
+			want: want{claims: 1, captures: 1, statuses: 1, deliveries: 2, exactly: true}},
 		{row: "after the claim, before any gateway call", point: handlers.PointClaimed,
 			// busy until the lease expires, then resumed with uncertain →
 			// status call → "authorised" → sends
@@ -612,15 +613,18 @@ func TestTakeoverRaceFencing(t *testing.T) {
 	}
 }
 
-// TestRedisDownFailsClosed stops Redis in the middle of a run, with captures
-// in flight at the gateway, and starts it again empty (the test's
-// redis-server keeps nothing: every record written before is lost, as in a
-// failover that loses the last writes). While it is down no command reaches
-// the gateway and the store's Ping fails. After, every command completes
-// exactly once: the ones in flight at the stop, whose records are lost, are
-// reconciled through the status call instead of being resent.
+// TestRedisDownFailsClosed stops Redis in the middle of a run and starts it
+// again empty (the test's redis-server keeps nothing: every record written
+// before is lost, as in a failover that loses the last writes). At the stop,
+// captures are in flight at the gateway and voids are retrying 503s. While
+// Redis is down the store's Ping fails, the holders stop calling the gateway
+// once their leases can no longer be proven, and no other command reaches it.
+// After, every command completes exactly once: the captures in flight at
+// the stop, whose records are lost, are reconciled through the status call,
+// never resent.
 func TestRedisDownFailsClosed(t *testing.T) {
 	o := failureOptions(false)
+	o.Retry = handlers.Retry{Initial: 50 * time.Millisecond, Max: 200 * time.Millisecond, MaxElapsed: 60 * time.Second, MaxAttempts: 1000}
 	s := systemtest.Start(t, o)
 	if s.Redis == nil || !s.Redis.Own {
 		t.Skip("needs a redis-server of its own to stop (REDIS_URL is set)")
@@ -631,46 +635,52 @@ func TestRedisDownFailsClosed(t *testing.T) {
 		kind           events.Kind
 	}
 	var cmds []command
-	publish := func(prefix string, n int) []command {
+	publish := func(group, typ string, n int) []command {
 		var out []command
 		for i := range n {
-			c := command{key: fmt.Sprintf("%s-%d", prefix, i), typ: "capture", kind: events.CaptureSucceeded}
+			c := command{key: fmt.Sprintf("%s-%d", group, i), typ: typ, kind: events.CaptureSucceeded}
 			c.auth = s.Sandbox.Authorise(merchant, 1000, "JPY")
 			body := captureCmd(c.key, c.key, c.auth, 1000)
-			if i%3 == 2 {
-				c.typ, c.kind = "void", events.VoidSucceeded
+			if typ == "void" {
+				c.kind = events.VoidSucceeded
 				body = voidCmd(c.key, c.key, c.auth)
 			}
-			s.Publish(t, c.typ, body)
+			s.Publish(t, typ, body)
 			out = append(out, c)
 		}
 		cmds = append(cmds, out...)
 		return out
 	}
+	captures := func() int { return s.Sandbox.Calls(sandbox.EndpointCapture) }
 	calls := func() int {
-		return s.Sandbox.Calls(sandbox.EndpointCapture) + s.Sandbox.Calls(sandbox.EndpointVoid) + s.Sandbox.Calls(sandbox.EndpointStatus)
+		return captures() + s.Sandbox.Calls(sandbox.EndpointVoid) + s.Sandbox.Calls(sandbox.EndpointStatus)
 	}
 
 	// Before: commands that complete normally.
-	before := publish("before", 4)
+	before := publish("before", "capture", 4)
 	for _, c := range before {
 		s.WaitKind(t, merchant, c.key, c.kind)
 	}
 
-	// In flight: the gateway holds every call for a while; Redis stops
-	// while they are there.
-	s.Sandbox.SetFaults(sandbox.Faults{Latency: 600 * time.Millisecond})
-	inflight := publish("inflight", 6)
-	waitUntil(t, 20*time.Second, "the in-flight calls", func() bool { return calls() == len(before)+len(inflight) })
+	// In flight: the gateway holds these captures for a while (and applies
+	// them); then voids that the gateway keeps refusing with 503.
+	s.Sandbox.SetFaults(sandbox.Faults{Latency: 300 * time.Millisecond})
+	inflight := publish("inflight", "capture", 6)
+	waitUntil(t, 20*time.Second, "the in-flight captures", func() bool { return captures() == len(before)+len(inflight) })
+	s.Sandbox.SetFaults(sandbox.Faults{ErrorRate: 1, ErrorStatus: 503})
+	retrying := publish("retrying", "void", 3)
+	waitUntil(t, 20*time.Second, "the voids to retry", func() bool { return s.Sandbox.Calls(sandbox.EndpointVoid) >= 2*len(retrying) })
 	s.Redis.Stop()
-	s.Sandbox.SetFaults(sandbox.Faults{})
-	atStop := calls()
 	if err := s.Store.Ping(ctx); err == nil {
 		t.Errorf("Ping with Redis down = nil, want an error (/readyz fails)")
 	}
 
-	// During: new commands, and the redeliveries of the in-flight ones, wait.
-	during := publish("during", 6)
+	// The holders' leases run out within one lease of the stop; from then
+	// on nothing reaches the gateway: not the retrying voids, not the
+	// redeliveries, not the commands published during the outage.
+	time.Sleep(o.Lease + o.Lease/2)
+	atStop := calls()
+	during := publish("during", "capture", 6)
 	time.Sleep(3 * o.Lease)
 	if got := calls(); got != atStop {
 		t.Errorf("gateway calls while Redis was down = %d, want 0 (fail closed)", got-atStop)
@@ -679,6 +689,7 @@ func TestRedisDownFailsClosed(t *testing.T) {
 		t.Errorf("Ping with Redis down = nil, want an error")
 	}
 
+	s.Sandbox.SetFaults(sandbox.Faults{})
 	s.Redis.Start()
 	// The client probes a server it could not dial about once a second.
 	waitUntil(t, 10*time.Second, "Ping to answer after Redis restarted", func() bool { return s.Store.Ping(ctx) == nil })
@@ -695,11 +706,10 @@ func TestRedisDownFailsClosed(t *testing.T) {
 		}
 		wantOneOp(t, s, c.auth, c.typ, 0)
 	}
-	// Nothing was resent blind: one operation call per command; the in-flight
-	// ones, whose records were lost, were reconciled by status calls.
-	ops := s.Sandbox.Calls(sandbox.EndpointCapture) + s.Sandbox.Calls(sandbox.EndpointVoid)
-	if want := len(before) + len(inflight) + len(during); ops != want {
-		t.Errorf("capture and void calls = %d, want %d: a command whose record was lost was resent", ops, want)
+	// Nothing was resent blind: one capture call per capture command. The
+	// in-flight ones, whose records were lost, were reconciled by status.
+	if got, want := captures(), len(before)+len(inflight)+len(during); got != want {
+		t.Errorf("capture calls = %d, want %d: a capture whose record was lost was resent", got, want)
 	}
 	for _, c := range inflight {
 		evs := terminals(eventsOf(all, merchant, c.key))
