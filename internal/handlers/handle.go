@@ -178,6 +178,11 @@ func (h *Handler) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 // may take the key over, or find it lost and claim it afresh.
 func (h *Handler) keepAlive(ctx context.Context, guard *leaseGuard, log *slog.Logger,
 	msg jetstream.Msg, cmd *command.Command, token int64) (stop func()) {
+	// This ticker is where ACK_WAIT is made to fit the retry budget: from
+	// the claim until the attempts end, InProgress resets the ack timer every
+	// third of min(lease, ack wait), gateway calls and backoff sleeps
+	// included, so JetStream redelivers nothing still being worked on
+	// however long the budget (worker.ConsumerConfig relies on it).
 	every := min(h.cfg.Lease, h.cfg.AckWait) / 3
 	done := make(chan struct{})
 	finished := make(chan struct{})

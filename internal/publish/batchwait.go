@@ -211,6 +211,7 @@ func (t *BatchTracker) Acked(a BatchAck) {
 	if r.state&stDecided != 0 {
 		return
 	}
+	t.waiting++
 	if a.Duplicate && r.prov != nil {
 		// The stream dropped the publication: the earlier run's answer to
 		// this very command is the answer.
@@ -220,7 +221,6 @@ func (t *BatchTracker) Acked(a BatchAck) {
 		return
 	}
 	r.prov = nil
-	t.waiting++
 }
 
 // event applies one result event, stored at stream sequence seq.

@@ -725,6 +725,10 @@ func (g *gatewayTap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(answer)
 }
 
+func (c tapCall) String() string {
+	return fmt.Sprintf("%s→%d at %s for %v", c.endpoint, c.status, c.start.Format("15:04:05.000"), c.end.Sub(c.start).Round(time.Millisecond))
+}
+
 // checkNeverBlind checks SPEC §5's "never resend it blind" on every
 // authorisation: a capture (or void) follows an earlier one of its kind only
 // when that one was certainly not applied (429, 503) or a status call came
@@ -741,7 +745,7 @@ func checkNeverBlind(t *testing.T, g *gatewayTap) {
 		for _, a := range cs {
 			for _, b := range cs {
 				if a.endpoint == "capture" && b.endpoint == "void" && a.start.Before(b.end) && b.start.Before(a.end) {
-					t.Errorf("authorisation %s: a capture and a void in flight at once: %+v, %+v", auth, a, b)
+					t.Errorf("authorisation %s: a capture and a void in flight at once: %v, %v", auth, a, b)
 				}
 			}
 		}
@@ -758,7 +762,7 @@ func checkNeverBlind(t *testing.T, g *gatewayTap) {
 				prev.status != http.StatusServiceUnavailable && !asked[c.endpoint] {
 				blind++
 				if blind <= 5 {
-					t.Errorf("authorisation %s: %s resent after an answer %d without a status call: %+v", auth, c.endpoint, prev.status, cs)
+					t.Errorf("authorisation %s: %s resent after an answer %d without a status call: %v", auth, c.endpoint, prev.status, cs)
 				}
 			}
 			last[c.endpoint], asked[c.endpoint] = c, false

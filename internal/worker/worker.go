@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payworker/payworker/internal/streams"
@@ -37,17 +38,25 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight commands may run after Run's
 	// ctx ends; what is still running then is cancelled and handed back.
 	ShutdownTimeout time.Duration
-	Logger          *slog.Logger
+	// FetchWait is how long one pull request waits for messages (default
+	// 1s). A pull request lost with a restarting NATS server is replaced
+	// within FetchWait, and shutdown waits up to FetchWait for the open ones
+	// to end.
+	FetchWait time.Duration
+	Logger    *slog.Logger
 	// InFlight, when set, is told of every change in the number of commands in flight.
 	InFlight func(delta int)
 }
 
+// maxPulls bounds the pull requests one worker keeps open at once, far below
+// the consumer's MaxWaiting (512) even with many replicas.
+const maxPulls = 4
+
 // Worker consumes commands.
 type Worker struct {
-	cfg   Config
-	log   *slog.Logger
-	bound atomic.Bool
-	cons  atomic.Pointer[jetstream.Consumer]
+	cfg  Config
+	log  *slog.Logger
+	cons atomic.Pointer[jetstream.Consumer] // nil while not bound
 }
 
 // New returns a Worker; call Run to start it.
@@ -64,6 +73,12 @@ func New(cfg Config) *Worker {
 	if cfg.MaxDeliver == 0 {
 		cfg.MaxDeliver = -1
 	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 30 * time.Second
+	}
+	if cfg.FetchWait <= 0 {
+		cfg.FetchWait = time.Second
+	}
 	if cfg.InFlight == nil {
 		cfg.InFlight = func(int) {}
 	}
@@ -71,8 +86,16 @@ func New(cfg Config) *Worker {
 }
 
 // ConsumerConfig is the shared durable pull consumer every worker binds to.
-// MaxAckPending leaves room for every replica's in-flight commands plus the
-// ones waiting in their pull buffers.
+//
+// AckWait need not cover a command's retry budget: while a command runs, its
+// handler extends the ack deadline with InProgress every third of
+// min(lease, AckWait) (handlers.Handler.keepAlive), and a message is only
+// ever pulled for a free concurrency slot, so none waits in a client buffer
+// while its ack timer runs. MaxDeliver is best left unlimited (-1): every
+// NakWithDelay (busy key, store unreachable, shutdown) counts as a delivery,
+// and JetStream drops a message past MaxDeliver without a dead letter; the
+// handler's own budget dead-letters instead. MaxAckPending leaves room for
+// every replica's in-flight commands.
 func (w *Worker) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       w.cfg.Streams.Consumer,
@@ -89,7 +112,7 @@ func (w *Worker) ConsumerConfig() jetstream.ConsumerConfig {
 // Ready reports whether the consumer is bound and answers.
 func (w *Worker) Ready(ctx context.Context) error {
 	c := w.cons.Load()
-	if c == nil || !w.bound.Load() {
+	if c == nil {
 		return errors.New("consumer not bound")
 	}
 	if _, err := (*c).Info(ctx); err != nil {
@@ -98,77 +121,238 @@ func (w *Worker) Ready(ctx context.Context) error {
 	return nil
 }
 
-// Run binds the consumer and processes messages until ctx ends. Then it stops
-// fetching, hands back (Nak) the messages buffered but not started, lets the
-// commands in flight finish for up to ShutdownTimeout, cancels the rest (their
-// handler hands them back) and returns nil. It returns an error only when the
-// consumer cannot be bound.
+// Run binds the consumer and processes messages until ctx ends; then it
+// shuts down in order:
+//
+//  1. stop fetching: no pull request is sent any more; the open ones run out
+//     within FetchWait, and what they deliver after ctx ended is not started
+//     but handed back with NakWithDelay(FetchWait), a delay that outlasts
+//     this worker's own open pull requests so the message goes to another
+//     worker (or to this one's successor);
+//  2. wait for the commands in flight until ShutdownTimeout after ctx ended,
+//     then cancel the rest (their handler releases the key, marked uncertain
+//     if a gateway call was cut, and Naks them for immediate redelivery) and
+//     wait for them.
+//
+// It returns nil after that shutdown. It returns an error when the consumer
+// cannot be bound at start, and after the shutdown when the NATS connection
+// was closed under it. Errors on the way (a server restart, a consumer
+// deleted) are logged, and the consumer is bound again after a backoff.
 func (w *Worker) Run(ctx context.Context) error {
-	cons, err := w.cfg.JetStream.CreateOrUpdateConsumer(ctx, w.cfg.Streams.Commands, w.ConsumerConfig())
+	cons, err := w.bind(ctx)
 	if err != nil {
-		return fmt.Errorf("bind consumer %s on %s: %w", w.cfg.Streams.Consumer, w.cfg.Streams.Commands, err)
+		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", w.cfg.Streams.Commands, err)
-	}
-	w.cons.Store(&cons)
-	w.bound.Store(true)
-	defer w.bound.Store(false)
+	defer w.cons.Store(nil)
 
 	// Work runs on its own context so that SIGTERM does not cut a gateway
 	// call short; it is cancelled only when the shutdown timeout runs out.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, w.cfg.Concurrency)
+	p := &pool{slots: make(chan struct{}, w.cfg.Concurrency), pulls: make(chan struct{}, maxPulls)}
 
-	stopped := make(chan struct{})
-	go func() {
-		select {
-		case <-ctx.Done():
-			it.Drain()
-		case <-stopped:
-		}
-	}()
-
-	for {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			// No free slot and shutting down: stop waiting for one.
-		}
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				w.log.Warn("consumer iterator", slog.Any("error", err))
-				continue
-			}
-			break
-		}
-		if ctx.Err() != nil {
-			// Buffered before the drain: give it back for another worker now.
-			_ = msg.Nak()
-			continue
-		}
-		wg.Add(1)
-		w.cfg.InFlight(1)
-		go func() {
-			defer func() { <-sem; w.cfg.InFlight(-1); wg.Done() }()
-			w.cfg.Handler.Handle(work, msg)
-		}()
-	}
-	close(stopped)
-
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	err = w.consume(ctx, work, cons, p)
+	timer := time.NewTimer(w.cfg.ShutdownTimeout)
+	defer timer.Stop()
 	w.log.Info("draining: waiting for commands in flight", slog.Duration("timeout", w.cfg.ShutdownTimeout))
+	done := make(chan struct{})
+	go func() {
+		// 1. Stop fetching: consume has returned; the readers of the
+		// pull requests still open hand back what comes now.
+		p.readers.Wait()
+		// 2. Wait for in-flight commands (none starts after step 1).
+		p.handlers.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
-	case <-time.After(w.cfg.ShutdownTimeout):
+	case <-timer.C:
 		w.log.Warn("shutdown timeout: handing back the commands still in flight")
 		cancelWork()
 		<-done
 	}
-	return nil
+	return err
+}
+
+// pool tracks a worker's concurrency slots, its open pull requests and the
+// goroutines it started.
+type pool struct {
+	slots    chan struct{} // one token per command in flight or pulled for
+	pulls    chan struct{} // one token per open pull request
+	readers  sync.WaitGroup
+	handlers sync.WaitGroup
+}
+
+// reserve waits for one free slot and then takes every other free one: the
+// size of the next pull request. It returns 0 when ctx ends first.
+func (p *pool) reserve(ctx context.Context) int {
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return 0
+	}
+	n := 1
+	for n < cap(p.slots) {
+		select {
+		case p.slots <- struct{}{}:
+			n++
+			continue
+		default:
+		}
+		break
+	}
+	return n
+}
+
+func (p *pool) release(n int) {
+	for range n {
+		<-p.slots
+	}
+}
+
+// consume pulls messages for free slots until ctx ends. Each pull request
+// asks for as many messages as there are free slots, so that a message is
+// never delivered before a slot is free to run it: no message waits in a
+// client buffer while its ack timer runs out and JetStream redelivers it to
+// another worker.
+func (w *Worker) consume(ctx, work context.Context, cons jetstream.Consumer, p *pool) error {
+	var failed atomic.Pointer[error] // the last pull's error, until handled
+	fail := func(err error) { failed.CompareAndSwap(nil, &err) }
+	pause := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	for {
+		select {
+		case p.pulls <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		n := p.reserve(ctx)
+		if n == 0 {
+			<-p.pulls
+			return nil
+		}
+		if errp := failed.Swap(nil); errp != nil {
+			// Something went wrong with the consumer or the connection:
+			// wait, then bind again (the server may have restarted, or the
+			// consumer been deleted).
+			w.cons.Store(nil)
+			w.log.Warn("pulling commands failed; binding the consumer again", slog.Any("error", *errp), slog.Duration("after", pause.cur()))
+			if !sleep(ctx, pause.next()) {
+				p.release(n)
+				<-p.pulls
+				return nil
+			}
+			c, err := w.bind(ctx)
+			if err != nil {
+				fail(err)
+				p.release(n)
+				<-p.pulls
+				continue
+			}
+			cons = c
+		}
+		// The pull request is not cancelled with ctx: it runs out on its
+		// own, so no message already on its way to it is dropped.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.FetchWait)
+		batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			p.release(n)
+			<-p.pulls
+			if errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, jetstream.ErrConnectionClosed) {
+				return fmt.Errorf("pull from %s: %w", w.cfg.Streams.Commands, err)
+			}
+			if ctx.Err() == nil {
+				fail(err)
+			}
+			continue
+		}
+		p.readers.Add(1)
+		go func() {
+			defer func() { cancel(); <-p.pulls; p.readers.Done() }()
+			if err := w.dispatch(ctx, work, batch, n, p); err != nil {
+				fail(err)
+			} else {
+				pause.reset()
+			}
+		}()
+	}
+}
+
+// dispatch starts a handler for every message of batch, which was pulled
+// for n reserved slots, and gives back the slots it did not use. A message
+// that arrives after ctx ended is handed back instead. It returns the pull's
+// error, if it failed for another reason than its end.
+func (w *Worker) dispatch(ctx, work context.Context, batch jetstream.MessageBatch, n int, p *pool) error {
+	started := 0
+	var late []jetstream.Msg
+	for msg := range batch.Messages() {
+		if ctx.Err() != nil {
+			late = append(late, msg)
+			continue
+		}
+		started++
+		p.handlers.Add(1)
+		w.cfg.InFlight(1)
+		go func() {
+			defer func() { p.release(1); w.cfg.InFlight(-1); p.handlers.Done() }()
+			w.cfg.Handler.Handle(work, msg)
+		}()
+	}
+	// Hand back what was not started, once the batch is over: the delay
+	// outlasts this worker's other open pull requests.
+	for _, msg := range late {
+		_ = msg.NakWithDelay(w.cfg.FetchWait)
+	}
+	if len(late) > 0 {
+		w.log.Info("handed back commands pulled after shutdown began", slog.Int("count", len(late)))
+	}
+	p.release(n - started)
+	err := batch.Error()
+	if err == nil || ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// bind creates or updates the shared consumer and publishes it to Ready.
+func (w *Worker) bind(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := w.cfg.JetStream.CreateOrUpdateConsumer(ctx, w.cfg.Streams.Commands, w.ConsumerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("bind consumer %s on %s: %w", w.cfg.Streams.Consumer, w.cfg.Streams.Commands, err)
+	}
+	w.cons.Store(&cons)
+	return cons, nil
+}
+
+// backoff is a doubling delay between min and max, safe for concurrent use.
+type backoff struct {
+	min, max time.Duration
+	d        atomic.Int64
+}
+
+func (b *backoff) cur() time.Duration {
+	if d := time.Duration(b.d.Load()); d > 0 {
+		return d
+	}
+	return b.min
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.cur()
+	b.d.Store(int64(min(2*d, b.max)))
+	return d
+}
+
+func (b *backoff) reset() { b.d.Store(0) }
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
