@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,14 +48,15 @@ acknowledgements and says how far it got (exit status 1); run the same command
 again to publish the rest.
 
 With --wait it then waits for the outcome of every row (at most the duration
-given, after the last row is published) and prints a summary; --out writes one
-CSV line per row (line,idempotency_key,outcome,gateway_code,message,event_id),
-in the order outcomes arrive. An outcome is succeeded, failed, rejected,
-dead_lettered, duplicate (a repeat whose original outcome is not known here),
-pending (no outcome in time), invalid (skipped) or unpublished; a repeat of a
-command done before reports the original outcome. Exit status 1 when a row
-failed, was rejected or dead-lettered, is still pending, or could not be
-published.`,
+given, after the last row is published) and prints a summary on stdout; --out
+writes one CSV line per row (line,idempotency_key,outcome,gateway_code,message,
+event_id), in the order outcomes arrive. An outcome is succeeded, failed,
+rejected, dead_lettered, duplicate (a repeat whose original outcome is not
+known here), pending (no outcome in time), invalid (skipped) or unpublished; a
+repeat of a command done before reports the original outcome. Exit status 1
+when a row failed, was rejected or dead-lettered, is still pending, or could
+not be published. Without --wait, --out lists the rows as published.
+--dry-run only checks the file.`,
 	example: `# orders.csv:
 #   merchant_id,transaction_id,amount,currency,metadata.order
 #   M001,ab8444e7-fec0-40dd-994d-0ad813785f74,1000,JPY,42
@@ -116,6 +119,8 @@ type batchConfig struct {
 	opts        publish.BatchOptions
 }
 
+// runBatch is `publisher batch`: it checks a file of commands, publishes
+// it, and with --wait collects the outcome of every row.
 func runBatch(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("batch")
 	var c batchConfig
@@ -125,7 +130,7 @@ func runBatch(ctx context.Context, e *env, args []string) error {
 	fs.StringVar(&c.typ, "type", "", "command `type` of rows without one: capture or void")
 	fs.StringVar(&c.keyColumn, "key-column", "", "`column` (or JSONL field) holding the idempotency key (default: derived from the row)")
 	fs.BoolVar(&c.skipInvalid, "skip-invalid", false, "publish the valid rows even when some are bad")
-	fs.IntVar(&c.window, "window", publish.DefaultBatchWindow, "most publications awaiting JetStream's acknowledgement (`n`)")
+	fs.IntVar(&c.window, "window", publish.DefaultBatchWindow, "at most `n` publications awaiting JetStream's acknowledgement")
 	fs.Var(&c.wait, "wait", "wait for every row's outcome, at most `duration` after the last is published (--wait alone: 10m)")
 	fs.StringVar(&c.out, "out", "", "write one CSV line per row to `file`: line,idempotency_key,outcome,gateway_code,message,event_id")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress on stderr")
@@ -136,8 +141,20 @@ func runBatch(ctx context.Context, e *env, args []string) error {
 	if err := c.check(); err != nil {
 		return err
 	}
+	if e.getenv("GOGC") == "" && c.wait.d == 0 {
+		// Without --wait the live heap of a batch is small and bounded
+		// (a few MiB), while it makes garbage at every row: collecting
+		// less often saves about a third of the CPU time. With --wait the
+		// heap grows with the file, and the default stays. GOGC in the
+		// environment overrides it.
+		defer debug.SetGCPercent(debug.SetGCPercent(batchGCPercent))
+	}
 	return c.run(ctx, e)
 }
+
+// batchGCPercent is the garbage collector's target percentage during a
+// batch (the runtime's default is 100).
+const batchGCPercent = 400
 
 // check validates the flags and fills c.opts.
 func (c *batchConfig) check() error {
@@ -166,7 +183,20 @@ func (c *batchConfig) check() error {
 		return usageErrorf("batch: --window must be between 1 and 65536, got %d", c.window)
 	}
 	c.opts.KeyColumn = strings.TrimSpace(c.keyColumn)
+	if c.out != "" && sameFile(c.out, c.file) {
+		return usageErrorf("batch: --out %s is the batch file itself", c.out)
+	}
 	return nil
+}
+
+// sameFile reports whether the paths name one file.
+func sameFile(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
 }
 
 // batchRun is the state of one batch run.
@@ -175,8 +205,8 @@ type batchRun struct {
 	e        *env
 	progress progressOut
 
-	// Counts of the first pass; written by ScanBatch's callback and read by
-	// the progress goroutine.
+	// Counts of the first pass; written by CheckBatch's callback and read
+	// by the progress goroutine.
 	rows, valid, invalid atomic.Int64
 	size                 int64
 	modTime              time.Time
@@ -296,10 +326,12 @@ const ackTimeout = 30 * time.Second
 // publish is the second pass: it publishes the valid rows, then with --wait
 // waits for their outcomes, and prints the summary.
 func (r *batchRun) publish(ctx context.Context, client *publish.Client, f io.Reader) error {
+	stopFollow := func() {}
 	if r.tracker != nil {
 		// Follow the events before the first publication, so that no
 		// outcome is missed.
-		stopFollow, err := client.FollowBatch(ctx, r.tracker)
+		var err error
+		stopFollow, err = client.FollowBatch(ctx, r.tracker)
 		if err != nil {
 			return fmt.Errorf("batch: %w", err)
 		}
@@ -319,7 +351,13 @@ func (r *batchRun) publish(ctx context.Context, client *publish.Client, f io.Rea
 	start := time.Now()
 	scanErr := publish.ReadBatch(ctx, f, r.opts, r.digest, func(row *publish.Row) error {
 		if row.Err != nil {
-			r.results.write(row.Line, row.Cmd.Key(), "invalid", "", row.Err.Error(), "")
+			if r.results != nil {
+				msgs := make([]string, len(row.Err.Problems))
+				for i, p := range row.Err.Problems {
+					msgs[i] = p.Message
+				}
+				r.results.write(row.Line, row.Cmd.Key(), "invalid", "", strings.Join(msgs, "; "), "")
+			}
 			return nil
 		}
 		return p.Publish(ctx, row)
@@ -357,11 +395,12 @@ func (r *batchRun) publish(ctx context.Context, client *publish.Client, f io.Rea
 		stop(err == nil)
 		cancel()
 		if err != nil && ctx.Err() != nil {
-			interrupted = true
 			failure = append(failure, "interrupted while waiting for the outcomes")
 		}
 	}
 	if r.tracker != nil {
+		// No outcome may arrive while the undecided rows are written.
+		stopFollow()
 		r.tracker.Undecided(r.outcome)
 	}
 

@@ -399,6 +399,7 @@ func TestBatchHeaderAndFlags(t *testing.T) {
 		{"no type column", []string{"batch", "--file", noType}, "header cannot be used"},
 		{"empty", []string{"batch", "--file", write("empty.csv", "")}, "header cannot be used"},
 		{"no rows", []string{"batch", "--file", write("header.csv", "type,merchant_id,transaction_id\n")}, "no valid row"},
+		{"out is the file", []string{"batch", "--file", noType, "--out", noType}, "is the batch file itself"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return err
 }
 
-// app holds what run starts, so close can stop it in one visible order.
+// app holds what run starts, so shutdown can stop it in one visible order.
 type app struct {
 	cfg     Config
 	log     *slog.Logger
@@ -150,6 +150,26 @@ func (a *app) start(ctx context.Context) error {
 		if err != nil {
 			return usageError{fmt.Errorf("REDIS_URL: %w", err)}
 		}
+		// Fail closed fast: a down Redis must turn into a requeued command in
+		// about a second, not after go-redis's default dial and command
+		// retries. The handler does its own retrying. Options given in the
+		// URL (?max_retries=…, ?dial_timeout=…) win.
+		if ropts.MaxRetries == 0 {
+			ropts.MaxRetries = 1
+		}
+		if ropts.DialerRetries == 0 {
+			ropts.DialerRetries = 1
+		}
+		if ropts.DialTimeout == 0 {
+			ropts.DialTimeout = time.Second
+		}
+		if ropts.ReadTimeout == 0 {
+			ropts.ReadTimeout = 2 * time.Second
+		}
+		if ropts.WriteTimeout == 0 {
+			ropts.WriteTimeout = 2 * time.Second
+		}
+		redis.SetLogger(redisLogger{log.With(slog.String("component", "redis"))})
 		a.rdb = redis.NewClient(ropts)
 		a.store = idempotency.NewRedis(a.rdb, idempotency.RedisOptions{TTL: cfg.IdempotencyTTL})
 		if err := a.store.Ping(ctx); err != nil {
@@ -277,7 +297,7 @@ const drainTimeout = 5 * time.Second
 // shutdown stops what start began, in the order that loses nothing:
 //
 //  1. stop fetching: worker.Run, when ctx ends, sends no more pull requests
-//     and hands back (Nak) what was delivered but not started;
+//     and hands back (NakWithDelay) what was delivered but not started;
 //  2. wait for in-flight commands: worker.Run waits up to SHUTDOWN_TIMEOUT,
 //     then cancels the rest, which release their keys and Nak; serve returns
 //     only after both;
@@ -355,4 +375,12 @@ func splitHostPort(addr string) (string, int, error) {
 		return "", 0, fmt.Errorf("port %q is not a port number", p)
 	}
 	return host, port, nil
+}
+
+// redisLogger sends go-redis's internal messages (dial failures while Redis is
+// down) through slog instead of straight to stderr.
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(_ context.Context, format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...))
 }

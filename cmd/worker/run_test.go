@@ -74,18 +74,18 @@ func startRun(t testing.TB, e env) *running {
 	return r
 }
 
-// stop sends SIGTERM and returns run's error and how long it took to return.
-func (r *running) stop() (error, time.Duration) {
+// stop sends SIGTERM and returns how long run took to return, and its error.
+func (r *running) stop() (time.Duration, error) {
 	r.t.Helper()
 	start := time.Now()
 	r.cancel()
 	select {
 	case err := <-r.done:
 		r.done <- err // for the cleanup
-		return err, time.Since(start)
+		return time.Since(start), err
 	case <-time.After(time.Minute):
 		r.t.Fatalf("run did not return within a minute of SIGTERM")
-		return nil, 0
+		return 0, nil
 	}
 }
 
@@ -343,7 +343,7 @@ func TestRunZeroConfig(t *testing.T) {
 		return ok && v == "1", v
 	})
 
-	err, took := w.stop()
+	took, err := w.stop()
 	if err != nil {
 		t.Errorf("run after SIGTERM = %v, want nil (exit 0)", err)
 	}
@@ -420,7 +420,7 @@ func TestRunRedisExternalNATSAndGateway(t *testing.T) {
 		})
 	}
 
-	if err, _ := w.stop(); err != nil {
+	if _, err := w.stop(); err != nil {
 		t.Errorf("run after SIGTERM = %v, want nil", err)
 	}
 }

@@ -321,7 +321,7 @@ func TestShutdownFinishesInFlightAndHandsBackTheRest(t *testing.T) {
 				publishCommand(t, s.js, "capture", map[string]any{"command_id": s.key(i), "type": "capture",
 					"merchant_id": s.merchant, "transaction_id": s.auths[i], "amount": 100 + i, "currency": "EUR"})
 			}
-			err, _ := first.stop()
+			_, err := first.stop()
 			took := time.Since(start)
 			if err != nil {
 				t.Fatalf("run after SIGTERM = %v, want nil (exit 0)", err)
@@ -346,7 +346,7 @@ func TestShutdownFinishesInFlightAndHandsBackTheRest(t *testing.T) {
 			if n, want := s.gw.count("capture", ""), len(s.auths); n != want {
 				t.Errorf("capture calls = %d, want %d: nothing finished was sent again", n, want)
 			}
-			if err, _ := second.stop(); err != nil {
+			if _, err := second.stop(); err != nil {
 				t.Errorf("second run after SIGTERM = %v, want nil", err)
 			}
 		})
@@ -387,7 +387,7 @@ func TestShutdownTimeoutCutsCallsAndNextWorkerReconciles(t *testing.T) {
 		return n == 40, strconv.Itoa(n)
 	})
 
-	err, took := first.stop()
+	took, err := first.stop()
 	if err != nil {
 		t.Fatalf("run after SIGTERM = %v, want nil (exit 0)", err)
 	}
@@ -426,7 +426,7 @@ func TestShutdownTimeoutCutsCallsAndNextWorkerReconciles(t *testing.T) {
 			t.Errorf("%s: event reconciled = %v, want %v", s.key(i), got, want)
 		}
 	}
-	if err, _ := second.stop(); err != nil {
+	if _, err := second.stop(); err != nil {
 		t.Errorf("second run after SIGTERM = %v, want nil", err)
 	}
 }
@@ -469,7 +469,7 @@ func TestNATSRestartMidRun(t *testing.T) {
 			}
 			s.checkExactlyOnce(t)
 			w.waitReady(t)
-			if err, _ := w.stop(); err != nil {
+			if _, err := w.stop(); err != nil {
 				t.Errorf("run after SIGTERM = %v, want nil", err)
 			}
 		})

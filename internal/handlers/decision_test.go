@@ -497,14 +497,14 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 		maxElapsed time.Duration
 		wantSleep  time.Duration // the least first sleep
 		wantMax    time.Duration // the most first sleep
-		// capped: the budget ends before the Retry-After; what comes
-		// after the sleep is not this test's business.
-		capped bool
+		// beyond: the Retry-After is longer than the budget left: no
+		// sleep, no second call, the command is dead-lettered at once.
+		beyond bool
 	}{
 		{name: "429 Retry-After 7", status: 429, retryAfter: "7", maxElapsed: 2 * time.Minute, wantSleep: 7 * time.Second, wantMax: 2 * time.Minute},
 		{name: "503 Retry-After 3", status: 503, retryAfter: "3", maxElapsed: 2 * time.Minute, wantSleep: 3 * time.Second, wantMax: 2 * time.Minute},
 		{name: "429 Retry-After 30, above RETRY_MAX_INTERVAL", status: 429, retryAfter: "30", maxElapsed: 2 * time.Minute, wantSleep: 30 * time.Second, wantMax: 2 * time.Minute},
-		{name: "429 Retry-After 7, 5s of budget", status: 429, retryAfter: "7", maxElapsed: 5 * time.Second, wantSleep: 5 * time.Second, wantMax: 5 * time.Second, capped: true},
+		{name: "429 Retry-After 7, 5s of budget", status: 429, retryAfter: "7", maxElapsed: 5 * time.Second, beyond: true},
 		{name: "429 without Retry-After: the backoff", status: 429, maxElapsed: 2 * time.Minute, wantSleep: 50 * time.Millisecond, wantMax: 150 * time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -514,13 +514,19 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 				hdr = []string{"Retry-After", tc.retryAfter}
 			}
 			got := b.capture([]step{answer(tc.status, refusal(tc.status, "ERR"+strconv.Itoa(tc.status), "Slow down", ""), hdr...)}, 1000)
+			if tc.beyond {
+				if len(got.sleeps) != 0 || got.captures != 1 || got.kind != events.DeadLettered.Type() {
+					t.Errorf("sleeps %v, %d captures, event %s; want no sleep, 1 capture, dead_lettered", got.sleeps, got.captures, got.kind)
+				}
+				return
+			}
 			if len(got.sleeps) == 0 {
 				t.Fatalf("no sleep after %d; event %s", tc.status, got.kind)
 			}
 			if s := got.sleeps[0]; s < tc.wantSleep || s > tc.wantMax {
 				t.Errorf("first sleep = %s, want between %s and %s", s, tc.wantSleep, tc.wantMax)
 			}
-			if !tc.capped && (got.captures != 2 || got.kind != events.CaptureSucceeded.Type()) {
+			if got.captures != 2 || got.kind != events.CaptureSucceeded.Type() {
 				t.Errorf("%d captures, event %s; want the second to succeed", got.captures, got.kind)
 			}
 		})

@@ -245,12 +245,19 @@ func (h *Handler) status(ctx context.Context, gwName string, gw Gateway, req gat
 }
 
 // wait sleeps before the next attempt: the backoff's next interval, at least
-// floor (a Retry-After), at most what is left of the budget. It returns false,
+// floor (a Retry-After), at most what is left of the budget; a floor beyond
+// the budget ends the attempts at once. It returns false,
 // with the verdict set, when the budget is spent or ctx ends.
 func (h *Handler) wait(ctx context.Context, b backoff.BackOff, ex *execution, floor time.Duration, gwName string, req gateway.Request, reason string) bool {
 	next := b.NextBackOff()
 	left := h.cfg.Retry.MaxElapsed - h.cfg.Now().Sub(ex.first)
 	if next == backoff.Stop || left <= 0 || ex.attempts >= h.cfg.Retry.MaxAttempts {
+		*ex = h.giveUp(*ex)
+		return false
+	}
+	if floor > left {
+		// The gateway asked us to wait past the budget: calling earlier would
+		// ignore it, waiting longer would break the budget. Give up now.
 		*ex = h.giveUp(*ex)
 		return false
 	}

@@ -110,7 +110,7 @@ type RowError struct {
 	Problems []RowProblem
 }
 
-// Error joins the problems with "; ".
+// Error is "line N: " and the problems joined with "; ".
 func (e *RowError) Error() string {
 	msgs := make([]string, len(e.Problems))
 	for i, p := range e.Problems {
@@ -119,10 +119,13 @@ func (e *RowError) Error() string {
 	return fmt.Sprintf("line %d: %s", e.Line, strings.Join(msgs, "; "))
 }
 
-// HeaderError is returned by ScanBatch when the CSV header cannot be used
-// (unknown or repeated column, a required column missing): no row is read.
+// HeaderError is returned by CheckBatch and ReadBatch when the CSV header
+// cannot be used (unknown or repeated column, a required column missing):
+// no row is read.
 type HeaderError struct{ RowError }
 
+// problemf is the problem of a field, or of the row as a whole when field
+// is "".
 func problemf(field, format string, args ...any) RowProblem {
 	msg := fmt.Sprintf(format, args...)
 	if field != "" {
@@ -499,7 +502,7 @@ func (o *BatchOptions) parseJSONLine(line []byte, f *fields) []RowProblem {
 			problems = append(problems, f.readMetadata(raw)...)
 			continue
 		case i < 0 && !isKey:
-			problems = append(problems, problemf(name, "unknown field (not a command field of SPEC §3.2)"))
+			problems = append(problems, problemf(name, "unknown field (want %s)", strings.Join(fieldNames[:], ", ")+", metadata"))
 			continue
 		case i >= 0 && seen[i]:
 			problems = append(problems, problemf(name, "duplicate member (a field may appear once)"))

@@ -16,6 +16,7 @@ import (
 	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/events"
 	"github.com/payworker/payworker/internal/streams"
+	"github.com/payworker/payworker/internal/testenv"
 )
 
 const txn = "ab8444e7-fec0-40dd-994d-0ad813785f74"
@@ -458,7 +459,7 @@ func TestReadBatch(t *testing.T) {
 	}
 }
 
-func TestScanBatchStops(t *testing.T) {
+func TestCheckBatchStops(t *testing.T) {
 	text := batchText(5000, nil)
 	stop := errors.New("stop")
 	n := 0
@@ -589,7 +590,13 @@ func TestBatchTrackerSharedKey(t *testing.T) {
 func publishBatch(t *testing.T, c *Client, text string, o BatchPublishOptions) ([]BatchAck, BatchStats, error) {
 	t.Helper()
 	var acks []BatchAck
-	o.OnAck = func(a BatchAck) { acks = append(acks, a) }
+	onAck := o.OnAck
+	o.OnAck = func(a BatchAck) {
+		acks = append(acks, a)
+		if onAck != nil {
+			onAck(a)
+		}
+	}
 	p, err := c.NewBatchPublisher(o)
 	if err != nil {
 		t.Fatal(err)
@@ -643,6 +650,49 @@ func TestBatchPublisher(t *testing.T) {
 	if !errors.Is(err, ErrPublishing) || st.Failed < 3 || st.Acked != 0 {
 		t.Errorf("publication without a stream = %v, %+v; want ErrPublishing after 3 failures", err, st)
 	}
+}
+
+// TestBatchPublisherRetries restarts the server in the middle of a batch:
+// the publications it failed are retried, and the stream stores every row
+// once.
+func TestBatchPublisherRetries(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts NATS; skipped with -short")
+	}
+	n := testenv.StartNATS(t)
+	_, js := n.Connect(t)
+	ctx := testContext(t)
+	if err := streams.Provision(ctx, js, streams.Default()); err != nil {
+		t.Fatal(err)
+	}
+	c := NewClient(js, streams.Default())
+	const rows = 20000
+	restart := make(chan struct{})
+	var once sync.Once
+	acked := 0
+	go func() {
+		<-restart
+		n.Restart()
+	}()
+	_, st, err := publishBatch(t, c, batchText(rows, nil), BatchPublishOptions{Window: 256, OnAck: func(a BatchAck) {
+		if acked++; acked == rows/4 {
+			once.Do(func() { close(restart) })
+		}
+	}})
+	if err != nil || st.Failed != 0 || st.Acked != rows {
+		t.Fatalf("batch across a server restart = %v, %+v; want every row acknowledged", err, st)
+	}
+	if st.Retries == 0 {
+		t.Errorf("retries = 0, want the publications the restart failed to be retried")
+	}
+	info, err := js.Stream(ctx, streams.Default().Commands)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.CachedInfo().State.Msgs; got != rows {
+		t.Errorf("commands stored = %d, want %d: each row once", got, rows)
+	}
+	t.Logf("stats %+v", st)
 }
 
 func TestFollowBatch(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payworker/payworker/internal/command"
-	"github.com/payworker/payworker/internal/streams"
 )
 
 // BatchItem names a published row in a BatchAck.
@@ -55,8 +54,9 @@ type BatchPublishOptions struct {
 	// AckTimeout is how long an acknowledgement is awaited before the
 	// attempt counts as failed (default 10s).
 	AckTimeout time.Duration
-	// RetryWait is the wait before the first retry, doubled for each next
-	// one (default 250ms).
+	// RetryWait is the wait before retrying after a failure, doubled while
+	// the failures go on, up to 5s (default 250ms). The publications that
+	// failed together are retried after one wait.
 	RetryWait time.Duration
 	// MaxConsecutiveFailures stops the batch when that many rows in a row
 	// could not be published (default 16): the stream or the server is
@@ -117,7 +117,6 @@ var ErrPublishing = errors.New("publishing keeps failing")
 // and Close are called from one goroutine.
 type BatchPublisher struct {
 	js    jetstream.JetStream
-	cfg   streams.Config
 	o     BatchPublishOptions
 	slots chan struct{}
 	queue chan inflight
@@ -131,11 +130,21 @@ type BatchPublisher struct {
 
 	mu      sync.Mutex
 	failErr error // set once publishing keeps failing
+
+	// Owned by the collecting goroutine: the end of the last wait before
+	// retrying, and the next wait.
+	pausedUntil time.Time
+	wait        time.Duration
 }
 
+// inflight is a publication awaiting its acknowledgement: the future of
+// the attempt, or the error that made it fail at once.
 type inflight struct {
+	msg  *nats.Msg
 	f    jetstream.PubAckFuture
+	err  error
 	item BatchItem
+	at   time.Time // when it was published
 }
 
 // NewBatchPublisher returns a BatchPublisher on the client's connection. It
@@ -152,7 +161,6 @@ func (c *Client) NewBatchPublisher(o BatchPublishOptions) (*BatchPublisher, erro
 	}
 	p := &BatchPublisher{
 		js:    js,
-		cfg:   c.streams,
 		o:     o,
 		slots: make(chan struct{}, o.Window),
 		queue: make(chan inflight, o.Window),
@@ -197,13 +205,13 @@ func (p *BatchPublisher) Publish(ctx context.Context, row *Row) error {
 		Header:  nats.Header{jetstream.MsgIDHeader: {cmd.CommandID}, jetstream.ExpectedStreamHeader: p.expectStream},
 		Data:    row.Data,
 	}
+	// An attempt that fails at once (the connection broke) is retried by
+	// the collecting goroutine, in its turn, like one whose
+	// acknowledgement fails.
 	f, err := p.js.PublishMsgAsync(msg)
-	if err != nil {
-		<-p.slots
-		return fmt.Errorf("line %d: publish %s command %s: %w", row.Line, cmd.Type, cmd.CommandID, err)
-	}
 	p.published.Add(1)
-	p.queue <- inflight{f: f, item: BatchItem{Line: row.Line, MerchantID: cmd.MerchantID, Key: cmd.Key(), CommandID: cmd.CommandID}}
+	p.queue <- inflight{msg: msg, f: f, err: err, at: time.Now(),
+		item: BatchItem{Line: row.Line, MerchantID: cmd.MerchantID, Key: cmd.Key(), CommandID: cmd.CommandID}}
 	return nil
 }
 
@@ -275,33 +283,54 @@ func (p *BatchPublisher) collect() {
 // (same message, same Nats-Msg-Id) after a failure that may pass.
 func (p *BatchPublisher) await(inf inflight) BatchAck {
 	a := BatchAck{BatchItem: inf.item, Attempts: 1}
-	f := inf.f
-	wait := p.o.RetryWait
+	f, err, at := inf.f, inf.err, inf.at
 	for {
-		var err error
-		select {
-		case ack := <-f.Ok():
-			a.Sequence = ack.Sequence
-			a.Duplicate = ack.Duplicate && a.Attempts == 1
-			return a
-		case err = <-f.Err():
+		if err == nil {
+			select {
+			case ack := <-f.Ok():
+				a.Sequence = ack.Sequence
+				a.Duplicate = ack.Duplicate && a.Attempts == 1
+				p.wait = 0
+				return a
+			case err = <-f.Err():
+			}
 		}
 		for {
 			if !retryable(err) || a.Attempts >= p.o.Attempts {
 				a.Err = err
 				return a
 			}
-			time.Sleep(wait)
-			wait *= 2
+			p.backoff(at)
 			a.Attempts++
 			p.retries.Add(1)
-			msg := inf.f.Msg()
-			f, err = p.js.PublishMsgAsync(&nats.Msg{Subject: msg.Subject, Header: msg.Header, Data: msg.Data})
+			at = time.Now()
+			f, err = p.js.PublishMsgAsync(&nats.Msg{Subject: inf.msg.Subject, Header: inf.msg.Header, Data: inf.msg.Data})
 			if err == nil {
 				break
 			}
 		}
 	}
+}
+
+// maxRetryWait bounds the wait between retries.
+const maxRetryWait = 5 * time.Second
+
+// backoff waits before retrying a publication made at `at` that failed. A
+// failure is one incident with the others of the window: the publications
+// made before the last wait ended are retried at once; a publication made
+// after it starts a new wait, RetryWait first, then doubled, until a
+// publication succeeds.
+func (p *BatchPublisher) backoff(at time.Time) {
+	if at.Before(p.pausedUntil) {
+		return
+	}
+	if p.wait == 0 {
+		p.wait = p.o.RetryWait
+	} else {
+		p.wait = min(2*p.wait, maxRetryWait)
+	}
+	time.Sleep(p.wait)
+	p.pausedUntil = time.Now()
 }
 
 // retryable reports whether publishing again may succeed: not when the

@@ -305,9 +305,9 @@ func (o *BatchOptions) readHeader(r io.Reader) (*csvHeader, *csv.Reader, error) 
 	names, err := cr.Read()
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, nil, &HeaderError{RowError{Line: 1, Problems: []RowProblem{problemf("", "the file is empty; a CSV batch starts with a header row naming the columns")}}}
+			return nil, nil, &HeaderError{RowError{Line: 1, Problems: []RowProblem{headerProblem("the file is empty; a CSV batch starts with a header row naming the columns")}}}
 		}
-		return nil, nil, &HeaderError{RowError{Line: 1, Problems: []RowProblem{problemf("", "header: %v", csvMessage(err))}}}
+		return nil, nil, &HeaderError{RowError{Line: 1, Problems: []RowProblem{headerProblem(csvMessage(err))}}}
 	}
 	h := &csvHeader{cols: make([]int, len(names)), meta: make([]string, len(names)), keyCol: -1, columns: len(names)}
 	var problems []RowProblem
@@ -331,7 +331,7 @@ func (o *BatchOptions) readHeader(r io.Reader) (*csvHeader, *csv.Reader, error) 
 		case name == o.KeyColumn && name != "":
 			h.cols[i] = -2
 		case name == "":
-			problems = append(problems, problemf("", "column %d has no name in the header", i+1))
+			problems = append(problems, headerProblem(fmt.Sprintf("column %d has no name", i+1)))
 		default:
 			problems = append(problems, problemf(name, "unknown column (want %s, or metadata.<key>)", strings.Join(fieldNames[:], ", ")))
 		}
@@ -351,6 +351,11 @@ func (o *BatchOptions) readHeader(r io.Reader) (*csvHeader, *csv.Reader, error) 
 		return nil, nil, &HeaderError{RowError{Line: 1, Problems: problems}}
 	}
 	return h, cr, nil
+}
+
+// headerProblem is a problem of the header as a whole.
+func headerProblem(msg string) RowProblem {
+	return RowProblem{Message: "header: " + msg}
 }
 
 // fields fills f from a record.

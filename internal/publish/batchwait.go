@@ -112,39 +112,75 @@ func (o BatchOutcome) Message() string {
 // or the rejection, dead-lettering or duplicate answer of its own command.
 // Register every row with Add before following the events (FollowBatch), so
 // that no event of a row can pass unnoticed; report each publication with
-// Acked. It keeps a few dozen bytes per row: memory grows with the file, by
-// design, only when outcomes are awaited. It is safe for concurrent use.
+// Acked. Memory grows with the file, by design, since every row is awaited:
+// about 80 bytes a row (the key, and a few numbers), in structures without
+// pointers, which the garbage collector does not scan. It is safe for
+// concurrent use.
 type BatchTracker struct {
 	onOutcome func(BatchOutcome)
 	seed      maphash.Seed
 
-	mu       sync.Mutex
-	index    map[trackKey]int32 // first row of each key
-	rows     []trackRow         // in line order
-	intern   map[string]string  // merchant ids
-	startSeq uint64             // events stored before FollowBatch started
-	waiting  int                // acknowledged rows without an outcome
-	decided  int
-	signal   chan struct{}
+	mu        sync.Mutex
+	index     map[uint64]int32 // hash of (merchant, key) → first row with it
+	rows      []trackRow       // in line order
+	keys      keyArena
+	merchants []string          // interned merchant ids
+	merchant  map[string]uint32 // merchant id → index in merchants
+	prov      map[int32]events.Event
+	startSeq  uint64 // events stored before FollowBatch started
+	waiting   int    // acknowledged rows without an outcome
+	decided   int
+	signal    chan struct{}
 }
 
-type trackKey struct{ merchant, key string }
-
+// trackRow is one row; it holds no pointer.
 type trackRow struct {
-	line  int
-	cmd   uint64 // hash of the command id
-	next  int32  // next row with the same key, -1 for none
-	state uint8
-	// prov is an event of an earlier run for this row's command, which
-	// decides the row only if the stream drops this run's publication.
-	prov *events.Event
+	line     int32
+	next     int32  // next row with the same hash, -1 for none
+	key      keyRef // the idempotency key
+	merchant uint32 // index in BatchTracker.merchants
+	cmd      uint32 // hash of the command id
+	state    uint8
 }
 
 const (
 	stAcked uint8 = 1 << iota
 	stDupPub
 	stDecided
+	// stProv marks a row with an event of an earlier run for its command
+	// (in BatchTracker.prov), which decides the row only if the stream
+	// drops this run's publication.
+	stProv
 )
+
+// keyArena stores the keys back to back in blocks of arenaBlock bytes, so
+// that a key costs its bytes and no pointer.
+type keyArena struct{ blocks [][]byte }
+
+// keyRef locates a key in a keyArena: block, offset and length.
+type keyRef struct {
+	block  uint32
+	offset uint32
+	length uint32
+}
+
+const arenaBlock = 1 << 20
+
+func (a *keyArena) add(s string) keyRef {
+	n := len(a.blocks)
+	if n == 0 || len(a.blocks[n-1])+len(s) > cap(a.blocks[n-1]) {
+		a.blocks = append(a.blocks, make([]byte, 0, max(arenaBlock, len(s))))
+		n++
+	}
+	b := a.blocks[n-1]
+	ref := keyRef{block: uint32(n - 1), offset: uint32(len(b)), length: uint32(len(s))}
+	a.blocks[n-1] = append(b, s...)
+	return ref
+}
+
+func (a *keyArena) bytes(r keyRef) []byte {
+	return a.blocks[r.block][r.offset : r.offset+r.length]
+}
 
 // NewBatchTracker returns an empty tracker. onOutcome is called once for
 // each row that gets its outcome, with the tracker's lock held (it must not
@@ -153,33 +189,54 @@ func NewBatchTracker(onOutcome func(BatchOutcome)) *BatchTracker {
 	return &BatchTracker{
 		onOutcome: onOutcome,
 		seed:      maphash.MakeSeed(),
-		index:     make(map[trackKey]int32),
-		intern:    make(map[string]string),
+		index:     make(map[uint64]int32),
+		merchant:  make(map[string]uint32),
+		prov:      make(map[int32]events.Event),
 		signal:    make(chan struct{}, 1),
 	}
+}
+
+// hash is the index hash of (merchant, key).
+func (t *BatchTracker) hash(merchant, key string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	h.WriteString(merchant)
+	h.WriteByte(0)
+	h.WriteString(key)
+	return h.Sum64()
+}
+
+func (t *BatchTracker) cmdHash(commandID string) uint32 {
+	return uint32(maphash.String(t.seed, commandID))
 }
 
 // Add registers a row, in line order.
 func (t *BatchTracker) Add(line int, merchant, key, commandID string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	m, ok := t.intern[merchant]
+	m, ok := t.merchant[merchant]
 	if !ok {
-		m = strings.Clone(merchant)
-		t.intern[m] = m
+		m = uint32(len(t.merchants))
+		t.merchants = append(t.merchants, strings.Clone(merchant))
+		t.merchant[t.merchants[m]] = m
 	}
-	k := trackKey{m, strings.Clone(key)}
 	idx := int32(len(t.rows))
-	t.rows = append(t.rows, trackRow{line: line, cmd: maphash.String(t.seed, commandID), next: -1})
-	first, ok := t.index[k]
+	t.rows = append(t.rows, trackRow{line: int32(line), next: -1, key: t.keys.add(key), merchant: m, cmd: t.cmdHash(commandID)})
+	h := t.hash(merchant, key)
+	first, ok := t.index[h]
 	if !ok {
-		t.index[k] = idx
+		t.index[h] = idx
 		return
 	}
-	for first >= 0 && t.rows[first].next >= 0 {
+	for t.rows[first].next >= 0 {
 		first = t.rows[first].next
 	}
 	t.rows[first].next = idx
+}
+
+// is reports whether row r has this merchant and key.
+func (t *BatchTracker) is(r *trackRow, merchant, key string) bool {
+	return t.merchants[r.merchant] == merchant && string(t.keys.bytes(r.key)) == key
 }
 
 // Len returns the number of rows added.
@@ -193,14 +250,14 @@ func (t *BatchTracker) Len() int {
 func (t *BatchTracker) Acked(a BatchAck) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	i, ok := slices.BinarySearchFunc(t.rows, a.Line, func(r trackRow, line int) int { return cmp.Compare(r.line, line) })
+	i, ok := slices.BinarySearchFunc(t.rows, a.Line, func(r trackRow, line int) int { return cmp.Compare(int(r.line), line) })
 	if !ok {
 		return
 	}
 	r := &t.rows[i]
 	if a.Err != nil {
 		if r.state&stDecided == 0 {
-			t.decide(r, BatchOutcome{Line: r.line, Key: a.Key, PublishErr: a.Err})
+			t.decide(int32(i), BatchOutcome{Line: a.Line, Key: a.Key, PublishErr: a.Err})
 		}
 		return
 	}
@@ -212,15 +269,22 @@ func (t *BatchTracker) Acked(a BatchAck) {
 		return
 	}
 	t.waiting++
-	if a.Duplicate && r.prov != nil {
+	if r.state&stProv != 0 && a.Duplicate {
 		// The stream dropped the publication: the earlier run's answer to
 		// this very command is the answer.
-		e := *r.prov
+		e := t.prov[int32(i)]
 		k, _ := events.KindOfType(e.Type)
-		t.decide(r, BatchOutcome{Line: r.line, Key: a.Key, Kind: k, Event: e, Repeat: true, Published: true})
+		t.decide(int32(i), BatchOutcome{Line: a.Line, Key: a.Key, Kind: k, Event: e, Repeat: true, Published: true})
 		return
 	}
-	r.prov = nil
+	t.dropProv(int32(i))
+}
+
+func (t *BatchTracker) dropProv(i int32) {
+	if t.rows[i].state&stProv != 0 {
+		t.rows[i].state &^= stProv
+		delete(t.prov, i)
+	}
 }
 
 // event applies one result event, stored at stream sequence seq.
@@ -229,28 +293,28 @@ func (t *BatchTracker) event(seq uint64, e events.Event) {
 	if !ok {
 		return
 	}
+	merchant, key := e.Data.MerchantID, e.Data.IdempotencyKey
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	key := trackKey{e.Data.MerchantID, e.Data.IdempotencyKey}
-	first, ok := t.index[key]
+	first, ok := t.index[t.hash(merchant, key)]
 	if !ok {
 		return
 	}
 	before := seq <= t.startSeq
-	var cmd uint64
+	var cmd uint32
 	if e.Data.CommandID != "" {
-		cmd = maphash.String(t.seed, e.Data.CommandID)
+		cmd = t.cmdHash(e.Data.CommandID)
 	}
 	for i := first; i >= 0; i = t.rows[i].next {
 		r := &t.rows[i]
-		if r.state&stDecided != 0 {
+		if r.state&stDecided != 0 || !t.is(r, merchant, key) {
 			continue
 		}
-		o := BatchOutcome{Line: r.line, Key: key.key, Kind: k, Event: e, Published: r.state&stAcked != 0}
+		o := BatchOutcome{Line: int(r.line), Key: key, Kind: k, Event: e, Published: r.state&stAcked != 0}
 		if k.Terminal() {
 			// The key's one terminal event answers every row of the key.
 			o.Repeat = before || r.state&stDupPub != 0 || (e.Data.CommandID != "" && cmd != r.cmd)
-			t.decide(r, o)
+			t.decide(i, o)
 			continue
 		}
 		if e.Data.CommandID != "" && cmd != r.cmd {
@@ -258,21 +322,22 @@ func (t *BatchTracker) event(seq uint64, e events.Event) {
 		}
 		if before && r.state&stDupPub == 0 {
 			if r.state&stAcked == 0 {
-				ev := e
-				r.prov = &ev
+				r.state |= stProv
+				t.prov[i] = e
 			}
 			// Acknowledged and stored anew: the worker answers again.
 			continue
 		}
 		o.Repeat = k == events.Duplicate || before || r.state&stDupPub != 0
-		t.decide(r, o)
+		t.decide(i, o)
 	}
 }
 
-// decide records the outcome of r. t.mu is held.
-func (t *BatchTracker) decide(r *trackRow, o BatchOutcome) {
+// decide records the outcome of row i. t.mu is held.
+func (t *BatchTracker) decide(i int32, o BatchOutcome) {
+	t.dropProv(i)
+	r := &t.rows[i]
 	r.state |= stDecided
-	r.prov = nil
 	if r.state&stAcked != 0 {
 		t.waiting--
 	}
@@ -310,22 +375,16 @@ func (t *BatchTracker) Wait(ctx context.Context) error {
 }
 
 // Undecided calls fn, in line order, for every row without an outcome:
-// pending (published) or unpublished.
+// pending (published) or unpublished. fn is called with the tracker's lock
+// held.
 func (t *BatchTracker) Undecided(fn func(BatchOutcome)) {
 	t.mu.Lock()
-	var out []BatchOutcome
-	for k, first := range t.index {
-		for i := first; i >= 0; i = t.rows[i].next {
-			r := &t.rows[i]
-			if r.state&stDecided == 0 {
-				out = append(out, BatchOutcome{Line: r.line, Key: k.key, Published: r.state&stAcked != 0})
-			}
+	defer t.mu.Unlock()
+	for i := range t.rows {
+		r := &t.rows[i]
+		if r.state&stDecided == 0 {
+			fn(BatchOutcome{Line: int(r.line), Key: string(t.keys.bytes(r.key)), Published: r.state&stAcked != 0})
 		}
-	}
-	t.mu.Unlock()
-	slices.SortFunc(out, func(a, b BatchOutcome) int { return cmp.Compare(a.Line, b.Line) })
-	for _, o := range out {
-		fn(o)
 	}
 }
 

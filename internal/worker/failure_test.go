@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -505,6 +507,24 @@ func (s *storeSpy) fencedWrites() []string {
 	return slices.Clone(s.fenced)
 }
 
+// logBuffer collects a worker's log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // TestTakeoverRaceFencing: worker w1 holds a key and stalls past its lease;
 // worker w2 takes the key over, reconciles and completes it. When w1 wakes up
 // its writes are refused by the fencing token (ErrFenced): it records nothing
@@ -531,6 +551,8 @@ func TestTakeoverRaceFencing(t *testing.T) {
 				spy1, spy2 := &storeSpy{}, &storeSpy{}
 				o1 := o
 				o1.Concurrency = 1 // w1's one slot stays busy while it is paused
+				w1log := &logBuffer{}
+				o1.Logger = slog.New(slog.NewJSONHandler(w1log, nil))
 				o1.WrapStore = func(st handlers.Store) handlers.Store { spy1.Store = st; return spy1 }
 				paused := make(chan struct{})
 				wake := make(chan struct{})
@@ -591,6 +613,10 @@ func TestTakeoverRaceFencing(t *testing.T) {
 				}
 				if f := spy2.fencedWrites(); len(f) != 0 {
 					t.Errorf("w2's fenced writes = %v, want none", f)
+				}
+				// w1 announced no outcome of its own: it recorded none.
+				if l := w1log.String(); strings.Contains(l, `"msg":"command done"`) || !strings.Contains(l, `"msg":"outcome not recorded"`) && !strings.Contains(l, `"msg":"command handed back"`) {
+					t.Errorf("w1's log does not show it abandoning the key, or shows it completing it:\n%s", l)
 				}
 				evs := eventsOf(readEvents(t, s), merchant, "race")
 				if term := terminals(evs); len(term) != 1 || term[0].Event.Type != events.CaptureSucceeded.Type() || term[0].Event.Source != "urn:payworker:test:w2" {

@@ -109,12 +109,12 @@ func TestSameKeyTwiceCallsGatewayOnce(t *testing.T) {
 		s.Publish(t, "capture", systemtest.Cmd{"command_id": id, "type": "capture", "idempotency_key": "order-42",
 			"merchant_id": merchant, "transaction_id": auth, "amount": 1000, "currency": "EUR"})
 	}
-	got := s.WaitEvents(t, merchant, "order-42", "terminal + duplicate", func(rs []systemtest.Received) bool {
+	s.WaitEvents(t, merchant, "order-42", "terminal + duplicate", func(rs []systemtest.Received) bool {
 		return systemtest.Count(rs, events.CaptureSucceeded) == 1 && systemtest.Count(rs, events.Duplicate) == 1
 	})
 	s.Settle(t)
 	time.Sleep(100 * time.Millisecond)
-	got = s.EventsFor(merchant, "order-42")
+	got := s.EventsFor(merchant, "order-42")
 	if n := systemtest.Count(got, events.CaptureSucceeded); n != 1 {
 		t.Errorf("terminal events = %d, want 1 (%s)", n, systemtest.Kinds(got))
 	}
