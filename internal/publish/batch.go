@@ -464,10 +464,137 @@ func quoteClip(s string) string {
 	return strconv.Quote(s)
 }
 
+// jsonRow is a JSON Lines row with the command fields, for the fast path
+// of parseJSONLine. A null member is absent, as in the slow path.
+type jsonRow struct {
+	CommandID               *string           `json:"command_id"`
+	Type                    *string           `json:"type"`
+	IdempotencyKey          *string           `json:"idempotency_key"`
+	MerchantID              *string           `json:"merchant_id"`
+	TransactionID           *string           `json:"transaction_id"`
+	Amount                  json.RawMessage   `json:"amount"`
+	Currency                *string           `json:"currency"`
+	Gateway                 *string           `json:"gateway"`
+	Notes                   *string           `json:"notes"`
+	OriginalTransactionTime *string           `json:"original_transaction_time"`
+	Metadata                map[string]string `json:"metadata"`
+}
+
+// parseJSONLineFast is parseJSONLine for a line that decodes as it is into
+// jsonRow: no unknown member, no member of the wrong type, no repeated or
+// escaped member name. It reports false for any other line, which
+// parseJSONLine then reads member by member to explain what is wrong.
+func (o *BatchOptions) parseJSONLineFast(line []byte, f *fields) bool {
+	if o.KeyColumn != "" && fieldIndex(o.KeyColumn) < 0 {
+		return false
+	}
+	var r jsonRow
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if dec.Decode(&r) != nil || len(bytes.Trim(line[dec.InputOffset():], " \t\r\n")) > 0 || !plainMembers(line, knownMember) {
+		return false
+	}
+	for i, v := range [nFields]*string{r.CommandID, r.Type, r.IdempotencyKey, r.MerchantID, r.TransactionID,
+		nil, r.Currency, r.Gateway, r.Notes, r.OriginalTransactionTime} {
+		if v != nil {
+			f.vals[i], f.present[i] = *v, true
+		}
+	}
+	if len(r.Amount) > 0 {
+		v, ok, p := jsonScalar("amount", r.Amount, true)
+		if p != nil {
+			return false
+		}
+		f.vals[fAmount], f.present[fAmount] = v, ok
+	}
+	for k, v := range r.Metadata {
+		f.meta = append(f.meta, [2]string{k, v})
+	}
+	if o.KeyColumn != "" {
+		i := fieldIndex(o.KeyColumn)
+		f.key, f.hasKey = f.vals[i], f.present[i]
+	}
+	return true
+}
+
+// knownMember reports whether name is the exact name of a member of a JSON
+// Lines row (encoding/json matches struct fields whatever their case).
+func knownMember(name string) bool {
+	return name == "metadata" || fieldIndex(name) >= 0
+}
+
+// plainMembers reports whether the members of each object of a line of
+// valid JSON have distinct names without escapes, and the members of the
+// outermost object names that top accepts, so that decoding it into a
+// struct or a map, which keep the last of repeated members, loses nothing.
+// It gives up (false) beyond a few levels or members.
+func plainMembers(line []byte, top func(name string) bool) bool {
+	const maxDepth, maxMembers = 4, 16
+	var names [maxDepth][maxMembers]string
+	var count [maxDepth]int
+	var isObject [maxDepth + 1]bool
+	depth := 0
+	expectKey := false
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; c {
+		case '{', '[':
+			depth++
+			if depth >= maxDepth {
+				return false
+			}
+			isObject[depth] = c == '{'
+			count[depth] = 0
+			expectKey = c == '{'
+		case '}', ']':
+			depth--
+			expectKey = false
+		case ',':
+			expectKey = isObject[depth]
+		case '"':
+			j := i + 1
+			for j < len(line) && line[j] != '"' {
+				if line[j] == '\\' {
+					if expectKey {
+						return false // an escaped name: let the slow path judge
+					}
+					j++
+				}
+				j++
+			}
+			if expectKey {
+				name := string(line[i+1 : j])
+				seen := names[depth][:count[depth]]
+				for _, s := range seen {
+					if s == name {
+						return false
+					}
+				}
+				if count[depth] == maxMembers || depth == 1 && !top(name) {
+					return false
+				}
+				names[depth][count[depth]] = name
+				count[depth]++
+				expectKey = false
+			}
+			i = j
+		}
+	}
+	return true
+}
+
 // parseJSONLine reads one JSON Lines row into f: a JSON object of command
 // fields (and the key column, when it is not one). Unknown and repeated
 // members are problems; so are members of the wrong JSON type.
 func (o *BatchOptions) parseJSONLine(line []byte, f *fields) []RowProblem {
+	if o.parseJSONLineFast(line, f) {
+		return nil
+	}
+	f.reset()
+	return o.parseJSONLineSlow(line, f)
+}
+
+// parseJSONLineSlow is parseJSONLine member by member.
+func (o *BatchOptions) parseJSONLineSlow(line []byte, f *fields) []RowProblem {
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.UseNumber()
 	tok, err := dec.Token()

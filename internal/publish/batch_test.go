@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -92,9 +93,11 @@ func TestCheckBatchRows(t *testing.T) {
 			o:    BatchOptions{Format: FormatJSONL},
 			text: `{"type":"capture","merchant_id":"M1","transaction_id":"T1","amount":1000,"currency":"JPY","metadata":{"b":"2","a":"1"}}` + "\n\n" +
 				`{"type":"void","merchant_id":"M1","transaction_id":"T2","amount":null,"notes":"<&>"}` + "\n" +
-				`{"type":"capture","merchant_id":"M1","transaction_id":"T3","amount":2e2,"currency":"EUR"}`,
+				`{"type":"capture","merchant_id":"M1","transaction_id":"T3","amount":2e2,"currency":"EUR"}` + "\n" +
+				`{"type":"void","merchant_id":"M1","transaction_\u0069d":"T5"}`,
 			want: map[int]string{
 				1: `{"type":"capture","merchant_id":"M1","transaction_id":"T1","amount":1000,"currency":"JPY","metadata":{"a":"1","b":"2"}}`,
+				5: `{"type":"void","merchant_id":"M1","transaction_id":"T5"}`,
 				3: `{"type":"void","merchant_id":"M1","transaction_id":"T2","notes":"\u003c\u0026\u003e"}`,
 				4: `{"type":"capture","merchant_id":"M1","transaction_id":"T3","amount":200,"currency":"EUR"}`,
 			},
@@ -109,8 +112,10 @@ func TestCheckBatchRows(t *testing.T) {
 				`{"type":"void","merchant_id":"M1","transaction_id":"T1","type":"void"}` + "\n" +
 				`{"type":"void"` + "\n" +
 				`[]` + "\n" +
-				`{"type":"void","merchant_id":"M1"}` + "\n",
-			wantBad: []string{"1:amount", "2:extra", "3:merchant_id", "4:metadata.a", "5:type", "6:", "7:", "8:transaction_id"},
+				`{"type":"void","merchant_id":"M1"}` + "\n" +
+				`{"type":"void","merchant_id":"M1","transaction_id":"T1","metadata":{"a":"1","a":"2"}}` + "\n" +
+				`{"type":"void","merchant_id":"M1","transaction_id":"T1","amount":"100"}` + "\n",
+			wantBad: []string{"1:amount", "2:extra", "3:merchant_id", "4:metadata.a", "5:type", "6:", "7:", "8:transaction_id", "9:metadata.a", "10:amount"},
 		},
 		{
 			name: "key column",
@@ -341,6 +346,26 @@ func TestValidateAgreesWithCommandValidate(t *testing.T) {
 		got := b.validate(&c)
 		if (got == nil) != (want == nil) {
 			t.Errorf("%s: builder.validate = %v, command.Validate = %v; want them to agree", tt.name, got, want)
+		}
+	}
+}
+
+func TestPlainMembers(t *testing.T) {
+	tests := []struct {
+		line string
+		want bool
+	}{
+		{`{"a":"1","b":{"a":"x","b":"y"},"c":["a","a"]}`, true},
+		{`{"a":"1","a":"2"}`, false},
+		{`{"a":"1","m":{"k":"1","k":"2"}}`, false},
+		{`{"a":"x\"a\":"}`, true},
+		{`{"\u0061":"1"}`, false},
+		{`{"a":[{"b":1},{"b":2}]}`, true},
+		{`{"a":{"b":{"c":{"d":1}}}}`, false}, // too deep: the slow path reads it
+	}
+	for _, tt := range tests {
+		if got := plainMembers([]byte(tt.line), func(string) bool { return true }); got != tt.want {
+			t.Errorf("plainMembers(%s) = %v, want %v", tt.line, got, tt.want)
 		}
 	}
 }
@@ -763,4 +788,45 @@ func BenchmarkBuild(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzJSONLineFastPath holds the fast path of parseJSONLine to the slow
+// one: whatever line the fast path accepts, the slow path accepts too, with
+// the same fields.
+func FuzzJSONLineFastPath(f *testing.F) {
+	for _, seed := range []string{
+		`{"type":"capture","merchant_id":"M1","transaction_id":"T1","amount":1000,"currency":"JPY","metadata":{"a":"1"}}`,
+		`{"type":"void","merchant_id":"M1","transaction_id":"T1","amount":null,"notes":"x"}`,
+		`{"type":"void","type":"void"}`,
+		`{"amount":"1"}`,
+		`{"amount":1e2}`,
+		`{"metadata":{"a":"1","a":"2"}}`,
+		`{"order_id":"o-1","merchant_id":"M1"}`,
+		`{"a\u0062":1}`,
+		`{} {}`,
+		`{"trAnsACtiOn_id":""}`,
+		"{}\f",
+	} {
+		f.Add(seed, "")
+		f.Add(seed, "transaction_id")
+	}
+	f.Fuzz(func(t *testing.T, line, keyColumn string) {
+		o := BatchOptions{Format: FormatJSONL, KeyColumn: keyColumn}
+		var fast fields
+		if !o.parseJSONLineFast([]byte(line), &fast) {
+			return
+		}
+		var slow fields
+		slow.reset()
+		o2 := o
+		if problems := o2.parseJSONLineSlow([]byte(line), &slow); len(problems) > 0 {
+			t.Fatalf("fast path accepts %q, slow path finds %v", line, problems)
+		}
+		slices.SortFunc(fast.meta, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+		slices.SortFunc(slow.meta, func(a, b [2]string) int { return strings.Compare(a[0], b[0]) })
+		if fast.vals != slow.vals || fast.present != slow.present || fast.key != slow.key || fast.hasKey != slow.hasKey ||
+			!slices.Equal(fast.meta, slow.meta) {
+			t.Fatalf("line %q: fast path %+v, slow path %+v", line, fast, slow)
+		}
+	})
 }
