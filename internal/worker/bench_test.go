@@ -19,10 +19,17 @@ import (
 // BenchmarkCaptureEndToEnd drives b.N captures through one worker (in-process
 // NATS with JetStream, a real redis-server, the sandbox gateway over HTTP with
 // no latency) and reports throughput and the latency from publishing a
-// command to its result event being stored.
+// command to its result event being stored. "burst" publishes everything at
+// once (throughput; its latencies are mostly queueing), "paced-1000" publishes
+// 1,000 commands a second, below capacity (latency of one command).
 //
 //	go test -run '^$' -bench BenchmarkCaptureEndToEnd -benchtime 5000x ./internal/worker
 func BenchmarkCaptureEndToEnd(b *testing.B) {
+	b.Run("burst", func(b *testing.B) { benchCaptures(b, 0) })
+	b.Run("paced-1000", func(b *testing.B) { benchCaptures(b, 1000) })
+}
+
+func benchCaptures(b *testing.B, perSecond int) {
 	o := systemtest.DefaultOptions()
 	o.Concurrency = 64 // WORKER_CONCURRENCY's default
 	s := systemtest.Start(b, o)
@@ -66,7 +73,15 @@ func BenchmarkCaptureEndToEnd(b *testing.B) {
 
 	b.ResetTimer()
 	start := time.Now()
+	var tick *time.Ticker
+	if perSecond > 0 {
+		tick = time.NewTicker(time.Second / time.Duration(perSecond))
+		defer tick.Stop()
+	}
 	for i := range b.N {
+		if tick != nil {
+			<-tick.C
+		}
 		id := fmt.Sprintf("bench-%d", i)
 		body, _ := json.Marshal(systemtest.Cmd{"command_id": id, "type": "capture", "merchant_id": merchant,
 			"transaction_id": auths[i], "amount": 1000, "currency": "JPY"})
