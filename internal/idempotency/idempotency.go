@@ -2,7 +2,7 @@
 // on a command and what its outcome was, so that no key is acted on twice.
 //
 // A record is claimed atomically under a lease with a fencing token: the token
-// grows by one on every claim, and every later write (Renew, Complete, Release)
+// grows on every claim, even across a lost record (see Record.Token), and every later write (Renew, Complete, Release)
 // names the token it holds and is refused with ErrFenced when another holder has
 // claimed the record since. A claim may also take a per-(merchant, transaction)
 // lock in the same atomic step, so that two commands on one authorisation never
@@ -49,7 +49,11 @@ type Record struct {
 	Holder    string `json:"holder,omitempty"`
 	// LeaseUntil is when the holder's lease ends (StateInProgress only).
 	LeaseUntil time.Time `json:"lease_until,omitzero"`
-	// Token is the fencing token of the latest claim.
+	// Token is the fencing token of the latest claim. It is the store's
+	// clock in milliseconds at the claim, or the previous token + 1 if that is
+	// larger, so it keeps growing even when a record is lost and claimed
+	// afresh (a Redis failover or restart losing the last writes): a holder
+	// from before the loss can never write over the new claim.
 	Token int64 `json:"token"`
 	// Claims counts the claims of the key: 1 for a first run, more after a
 	// takeover or a replay.

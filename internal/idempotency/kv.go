@@ -253,13 +253,13 @@ func (s *KVStore) claimOnce(ctx context.Context, req ClaimRequest) (Claim, error
 	status := Acquired
 	next := Record{
 		Fingerprint: req.Fingerprint, CommandID: req.CommandID,
-		Token: 1, Claims: 1, CreatedAt: now,
+		Token: now.UnixMilli(), Claims: 1, CreatedAt: now,
 	}
 	if re.present {
 		status = Resumed
 		next = rec
 		next.Uncertain = rec.Uncertain || rec.State == StateInProgress
-		next.Token++
+		next.Token = max(rec.Token+1, now.UnixMilli())
 		next.Claims++
 	}
 	until := now.Add(req.Lease)

@@ -37,7 +37,23 @@ func TestKVStore(t *testing.T) {
 	_, js := n.Connect(t)
 	storetest.Run(t, func(t *testing.T) idempotency.Store {
 		return newKVStore(t, js, idempotency.KVOptions{Bucket: bucketName(), TTL: time.Hour})
-	}, storetest.Options{})
+	}, storetest.Options{Lose: func(t *testing.T, st idempotency.Store, scope, key string) {
+		t.Helper()
+		s := st.(*idempotency.KVStore)
+		keys := []string{idempotency.RecordKVKey(scope, key)}
+		rec, err := s.Get(t.Context(), scope, key)
+		switch {
+		case err == nil && rec.TxnLock != "":
+			keys = append(keys, idempotency.TxnKVKey(scope, rec.TxnLock))
+		case err != nil && !errors.Is(err, idempotency.ErrNotFound):
+			t.Fatalf("Get(%s/%s) before losing it: %v", scope, key, err)
+		}
+		for _, k := range keys {
+			if err := s.Bucket().Purge(t.Context(), k); err != nil {
+				t.Fatalf("Purge(%s): %v", k, err)
+			}
+		}
+	}})
 }
 
 // TestKVBucket checks the bucket NewKV creates, and that a second NewKV
@@ -150,18 +166,20 @@ func TestKVDeletedIsAbsent(t *testing.T) {
 				t.Fatal(err)
 			}
 			req := idempotency.ClaimRequest{Scope: "m", Key: "a", Fingerprint: "fp", Lease: time.Minute, TxnLock: "t"}
-			if _, err := s.Claim(t.Context(), req); err != nil {
+			first, err := s.Claim(t.Context(), req)
+			if err != nil {
 				t.Fatal(err)
 			}
+			token := first.Record.Token
 			for _, k := range []string{"k." + enc([]byte("m")) + "." + enc([]byte("a")), "t." + enc([]byte("m")) + "." + enc([]byte("t"))} {
 				if err := tc.del(kv, k); err != nil {
 					t.Fatalf("%s(%s) error = %v", tc.name, k, err)
 				}
 			}
-			if err := s.Renew(t.Context(), "m", "a", 1, time.Minute); !errors.Is(err, idempotency.ErrFenced) {
+			if err := s.Renew(t.Context(), "m", "a", token, time.Minute); !errors.Is(err, idempotency.ErrFenced) {
 				t.Errorf("Renew after %s error = %v, want ErrFenced", tc.name, err)
 			}
-			if err := s.Complete(t.Context(), "m", "a", 1, idempotency.Outcome{EventID: "e"}); !errors.Is(err, idempotency.ErrFenced) {
+			if err := s.Complete(t.Context(), "m", "a", token, idempotency.Outcome{EventID: "e"}); !errors.Is(err, idempotency.ErrFenced) {
 				t.Errorf("Complete after %s error = %v, want ErrFenced", tc.name, err)
 			}
 			if _, err := s.Get(t.Context(), "m", "a"); !errors.Is(err, idempotency.ErrNotFound) {
@@ -170,20 +188,32 @@ func TestKVDeletedIsAbsent(t *testing.T) {
 			// The lock is free for another key; the deleted key starts afresh.
 			b := req
 			b.Key = "b"
+			var tokenB int64
 			for _, r := range []idempotency.ClaimRequest{b, req} {
 				want := idempotency.Acquired
 				if r.Key == "a" {
 					want = idempotency.Busy // b holds the transaction now
 				}
-				if c, err := s.Claim(t.Context(), r); err != nil || c.Status != want {
+				c, err := s.Claim(t.Context(), r)
+				if err != nil || c.Status != want {
 					t.Errorf("Claim(%s) after %s = %v, %v; want %v", r.Key, tc.name, c.Status, err, want)
 				}
+				if r.Key == "b" {
+					tokenB = c.Record.Token
+				}
 			}
-			if err := s.Release(t.Context(), "m", "b", 1, false); err != nil {
+			if err := s.Release(t.Context(), "m", "b", tokenB, false); err != nil {
 				t.Fatal(err)
 			}
-			if c, err := s.Claim(t.Context(), req); err != nil || c.Status != idempotency.Acquired || c.Record.Token != 1 {
-				t.Errorf("Claim(a) after %s = %v, token %d, %v; want acquired, token 1", tc.name, c.Status, c.Record.Token, err)
+			time.Sleep(2 * time.Millisecond) // the clock the token is read from moves on
+			c, err := s.Claim(t.Context(), req)
+			if err != nil || c.Status != idempotency.Acquired || c.Record.Token <= token || c.Record.Claims != 1 {
+				t.Errorf("Claim(a) after %s = %v, token %d, claims %d, %v; want acquired, token above the deleted record's %d, claims 1",
+					tc.name, c.Status, c.Record.Token, c.Record.Claims, err, token)
+			}
+			// The old holder's writes do not land on the new claim.
+			if err := s.Renew(t.Context(), "m", "a", token, time.Minute); !errors.Is(err, idempotency.ErrFenced) {
+				t.Errorf("Renew(token %d) on the new claim error = %v, want ErrFenced", token, err)
 			}
 		})
 	}
@@ -202,15 +232,25 @@ func TestKVClock(t *testing.T) {
 	s := newKVStore(t, js, idempotency.KVOptions{Bucket: bucketName(), TTL: time.Hour, Now: clock})
 
 	req := idempotency.ClaimRequest{Scope: "m", Key: "k", Fingerprint: "fp", Lease: time.Minute, TxnLock: "t"}
+	t0 := clock()
 	steps := []struct {
 		advance   time.Duration
 		holder    string
+		release   bool // the holder then releases the key
 		want      idempotency.ClaimStatus
 		wantRetry time.Duration
+		// wantToken is the fencing token: the clock in milliseconds, or
+		// the previous token + 1 when the clock is behind it.
+		wantToken int64
 	}{
-		{0, "a", idempotency.Acquired, 0},
-		{20 * time.Second, "b", idempotency.Busy, 40 * time.Second},
-		{41 * time.Second, "b", idempotency.Resumed, 0},
+		{0, "a", false, idempotency.Acquired, 0, t0.UnixMilli()},
+		{20 * time.Second, "b", false, idempotency.Busy, 40 * time.Second, t0.UnixMilli()},
+		{41 * time.Second, "b", true, idempotency.Resumed, 0, t0.Add(61 * time.Second).UnixMilli()},
+		// The clock steps back: the token still grows.
+		{-time.Hour, "c", true, idempotency.Resumed, 0, t0.Add(61*time.Second).UnixMilli() + 1},
+		{time.Millisecond, "d", true, idempotency.Resumed, 0, t0.Add(61*time.Second).UnixMilli() + 2},
+		// The clock catches up and passes the token: the token is the clock again.
+		{2 * time.Hour, "e", false, idempotency.Resumed, 0, t0.Add(61*time.Second + time.Hour + time.Millisecond).UnixMilli()},
 	}
 	for i, st := range steps {
 		advance(st.advance)
@@ -220,8 +260,19 @@ func TestKVClock(t *testing.T) {
 		if err != nil || c.Status != st.want || c.RetryAfter != st.wantRetry {
 			t.Fatalf("step %d: Claim = %v after %v, %v; want %v after %v", i, c.Status, c.RetryAfter, err, st.want, st.wantRetry)
 		}
-		if st.want != idempotency.Busy && !c.Record.LeaseUntil.Equal(clock().Add(time.Minute)) {
-			t.Errorf("step %d: LeaseUntil = %v, want %v", i, c.Record.LeaseUntil, clock().Add(time.Minute))
+		if c.Record.Token != st.wantToken {
+			t.Errorf("step %d: Token = %d, want %d", i, c.Record.Token, st.wantToken)
+		}
+		if st.want == idempotency.Busy {
+			continue
+		}
+		if !c.Record.LeaseUntil.Equal(clock().Add(time.Minute)) || !c.Record.UpdatedAt.Equal(clock()) {
+			t.Errorf("step %d: LeaseUntil, UpdatedAt = %v, %v; want %v, %v", i, c.Record.LeaseUntil, c.Record.UpdatedAt, clock().Add(time.Minute), clock())
+		}
+		if st.release {
+			if err := s.Release(t.Context(), "m", "k", c.Record.Token, false); err != nil {
+				t.Fatalf("step %d: Release(token %d) error = %v", i, c.Record.Token, err)
+			}
 		}
 	}
 }
@@ -234,9 +285,11 @@ func TestKVUnavailable(t *testing.T) {
 	_, js := n.Connect(t)
 	s := newKVStore(t, js, idempotency.KVOptions{Bucket: bucketName(), TTL: time.Hour})
 	req := idempotency.ClaimRequest{Scope: "m", Key: "k", Fingerprint: "fp", Lease: time.Minute, TxnLock: "t"}
-	if c, err := s.Claim(t.Context(), req); err != nil || c.Status != idempotency.Acquired {
+	c, err := s.Claim(t.Context(), req)
+	if err != nil || c.Status != idempotency.Acquired {
 		t.Fatalf("Claim = %v, %v; want acquired", c.Status, err)
 	}
+	token := c.Record.Token
 	out := idempotency.Outcome{EventID: "e", Event: json.RawMessage(`{"ok":true}`)}
 
 	n.Stop()
@@ -245,9 +298,9 @@ func TestKVUnavailable(t *testing.T) {
 		do   func(ctx context.Context) error
 	}{
 		{"Claim", func(ctx context.Context) error { _, err := s.Claim(ctx, req); return err }},
-		{"Renew", func(ctx context.Context) error { return s.Renew(ctx, "m", "k", 1, time.Minute) }},
-		{"Complete", func(ctx context.Context) error { return s.Complete(ctx, "m", "k", 1, out) }},
-		{"Release", func(ctx context.Context) error { return s.Release(ctx, "m", "k", 1, true) }},
+		{"Renew", func(ctx context.Context) error { return s.Renew(ctx, "m", "k", token, time.Minute) }},
+		{"Complete", func(ctx context.Context) error { return s.Complete(ctx, "m", "k", token, out) }},
+		{"Release", func(ctx context.Context) error { return s.Release(ctx, "m", "k", token, true) }},
 		{"Get", func(ctx context.Context) error { _, err := s.Get(ctx, "m", "k"); return err }},
 		{"Ping", func(ctx context.Context) error { return s.Ping(ctx) }},
 	} {
@@ -273,7 +326,7 @@ func TestKVUnavailable(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := s.Complete(t.Context(), "m", "k", 1, out); err != nil {
+	if err := s.Complete(t.Context(), "m", "k", token, out); err != nil {
 		t.Fatalf("Complete after restart error = %v", err)
 	}
 	if c, err := s.Claim(t.Context(), req); err != nil || c.Status != idempotency.Completed {

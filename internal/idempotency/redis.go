@@ -194,11 +194,11 @@ local status
 if rec then
   status = ` + strconv.Itoa(luaResumed) + `
   if rec.state == 'in_progress' then rec.uncertain = true end
-  rec.token = rec.token + 1
+  rec.token = math.max(rec.token + 1, now)
   rec.claims = rec.claims + 1
 else
   status = ` + strconv.Itoa(luaAcquired) + `
-  rec = {fingerprint = ARGV[2], command_id = ARGV[3], token = 1, claims = 1, created_at = fmt_ms(now)}
+  rec = {fingerprint = ARGV[2], command_id = ARGV[3], token = now, claims = 1, created_at = fmt_ms(now)}
 end
 rec.state = 'in_progress'
 rec.holder = nil

@@ -34,7 +34,21 @@ func TestRedisStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) idempotency.Store {
 		s, _ := newRedisStore(t, r, rdb, time.Hour)
 		return s
-	}, storetest.Options{})
+	}, storetest.Options{Lose: func(t *testing.T, st idempotency.Store, scope, key string) {
+		t.Helper()
+		s := st.(*idempotency.RedisStore)
+		keys := []string{s.RecordKey(scope, key)}
+		rec, err := s.Get(t.Context(), scope, key)
+		switch {
+		case err == nil && rec.TxnLock != "":
+			keys = append(keys, s.TxnKey(scope, rec.TxnLock))
+		case err != nil && !errors.Is(err, idempotency.ErrNotFound):
+			t.Fatalf("Get(%s/%s) before losing it: %v", scope, key, err)
+		}
+		if err := rdb.Del(t.Context(), keys...).Err(); err != nil {
+			t.Fatalf("DEL %v: %v", keys, err)
+		}
+	}})
 }
 
 // TestRedisKeys checks the key layout, the hash tags and the expiries.
@@ -78,13 +92,18 @@ func TestRedisKeys(t *testing.T) {
 		Key   string `json:"key"`
 		Token int64  `json:"token"`
 	}
-	if err := json.Unmarshal([]byte(rdb.Get(ctx, txnKey).Val()), &lock); err != nil || lock.Key != "order-1" || lock.Token != 1 {
-		t.Errorf("lock %s = %+v, %v; want key order-1, token 1", txnKey, lock, err)
+	if err := json.Unmarshal([]byte(rdb.Get(ctx, txnKey).Val()), &lock); err != nil || lock.Key != "order-1" || lock.Token != c.Record.Token {
+		t.Errorf("lock %s = %+v, %v; want key order-1, token %d", txnKey, lock, err, c.Record.Token)
+	}
+	// The token is the server's clock in milliseconds, whole in the JSON
+	// (no exponent, no rounding).
+	if rec.Token != c.Record.Token || rec.Token != rec.CreatedAt.UnixMilli() || !bytes.Contains(raw, []byte(fmt.Sprintf(`"token":%d`, rec.Token))) {
+		t.Errorf("record %s = %s: token %d, want %d, the claim's and CreatedAt's (%v) in ms", recordKey, raw, rec.Token, c.Record.Token, rec.CreatedAt)
 	}
 
 	// Completion frees the lock and keeps the record for the TTL from now.
 	rdb.PExpire(ctx, recordKey, time.Minute)
-	if err := s.Complete(ctx, "merchant-1", "order-1", 1, idempotency.Outcome{EventID: "e", Event: json.RawMessage(`{}`)}); err != nil {
+	if err := s.Complete(ctx, "merchant-1", "order-1", c.Record.Token, idempotency.Outcome{EventID: "e", Event: json.RawMessage(`{}`)}); err != nil {
 		t.Fatalf("Complete error = %v", err)
 	}
 	if got := rdb.PTTL(ctx, recordKey).Val(); got < ttl-time.Minute || got > ttl {
@@ -164,9 +183,11 @@ func TestRedisUnavailable(t *testing.T) {
 	t.Cleanup(func() { rdb.Close() })
 	s, _ := newRedisStore(t, r, rdb, time.Hour)
 	req := idempotency.ClaimRequest{Scope: "m", Key: "k", Fingerprint: "fp", Lease: time.Minute, TxnLock: "t"}
-	if c, err := s.Claim(t.Context(), req); err != nil || c.Status != idempotency.Acquired {
+	c, err := s.Claim(t.Context(), req)
+	if err != nil || c.Status != idempotency.Acquired {
 		t.Fatalf("Claim = %v, %v; want acquired", c.Status, err)
 	}
+	token := c.Record.Token
 
 	r.Stop()
 	ops := []struct {
@@ -174,11 +195,11 @@ func TestRedisUnavailable(t *testing.T) {
 		do   func(ctx context.Context) error
 	}{
 		{"Claim", func(ctx context.Context) error { _, err := s.Claim(ctx, req); return err }},
-		{"Renew", func(ctx context.Context) error { return s.Renew(ctx, "m", "k", 1, time.Minute) }},
+		{"Renew", func(ctx context.Context) error { return s.Renew(ctx, "m", "k", token, time.Minute) }},
 		{"Complete", func(ctx context.Context) error {
-			return s.Complete(ctx, "m", "k", 1, idempotency.Outcome{EventID: "e", Event: json.RawMessage(`{}`)})
+			return s.Complete(ctx, "m", "k", token, idempotency.Outcome{EventID: "e", Event: json.RawMessage(`{}`)})
 		}},
-		{"Release", func(ctx context.Context) error { return s.Release(ctx, "m", "k", 1, true) }},
+		{"Release", func(ctx context.Context) error { return s.Release(ctx, "m", "k", token, true) }},
 		{"Get", func(ctx context.Context) error { _, err := s.Get(ctx, "m", "k"); return err }},
 		{"Ping", func(ctx context.Context) error { return s.Ping(ctx) }},
 	}
@@ -208,9 +229,20 @@ func TestRedisUnavailable(t *testing.T) {
 	if _, err := s.Get(t.Context(), "m", "k"); !errors.Is(err, idempotency.ErrNotFound) {
 		t.Errorf("Get of the lost record error = %v, want ErrNotFound", err)
 	}
-	// The scripts are loaded again (EVALSHA falls back to EVAL).
-	if c, err := s.Claim(t.Context(), req); err != nil || c.Status != idempotency.Acquired {
-		t.Errorf("Claim after restart = %v, %v; want acquired", c.Status, err)
+	// The scripts are loaded again (EVALSHA falls back to EVAL), and the
+	// new claim's token is above the lost one's.
+	c, err = s.Claim(t.Context(), req)
+	if err != nil || c.Status != idempotency.Acquired || c.Record.Token <= token {
+		t.Fatalf("Claim after restart = %v, token %d, %v; want acquired, token above the lost record's %d", c.Status, c.Record.Token, err, token)
+	}
+	// The old holder's writes do not land on the new claim.
+	for _, op := range ops[1:4] {
+		if err := op.do(t.Context()); !errors.Is(err, idempotency.ErrFenced) {
+			t.Errorf("%s(token %d) on the new claim (token %d) error = %v, want ErrFenced", op.name, token, c.Record.Token, err)
+		}
+	}
+	if got, err := s.Get(t.Context(), "m", "k"); err != nil || got.Token != c.Record.Token || got.State != idempotency.StateInProgress {
+		t.Errorf("Get after the old holder's writes = token %d, state %q, %v; want token %d, in_progress", got.Token, got.State, err, c.Record.Token)
 	}
 }
 

@@ -448,15 +448,32 @@ func TestApplyThenDropEveryCall(t *testing.T) {
 	}
 }
 
-// storeSpy wraps a worker's store: it records every fenced write, and can
-// hold Renew calls (a worker whose lease renewals stall, as in a GC pause or
+// storeSpy wraps a worker's store: it records the token of every claim it
+// won and every fenced write, and can hold Renew calls (a worker whose lease renewals stall, as in a GC pause or
 // a network partition) until released.
 type storeSpy struct {
 	handlers.Store
 
-	mu     sync.Mutex
-	fenced []string // "op token"
-	hold   chan struct{}
+	mu      sync.Mutex
+	claimed []int64  // tokens of the Acquired and Resumed claims
+	fenced  []string // "op token"
+	hold    chan struct{}
+}
+
+func (s *storeSpy) Claim(ctx context.Context, req idempotency.ClaimRequest) (idempotency.Claim, error) {
+	c, err := s.Store.Claim(ctx, req)
+	if err == nil && (c.Status == idempotency.Acquired || c.Status == idempotency.Resumed) {
+		s.mu.Lock()
+		s.claimed = append(s.claimed, c.Record.Token)
+		s.mu.Unlock()
+	}
+	return c, err
+}
+
+func (s *storeSpy) claimedTokens() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.claimed)
 }
 
 func (s *storeSpy) note(op string, token int64, err error) {
@@ -606,9 +623,13 @@ func TestTakeoverRaceFencing(t *testing.T) {
 				time.Sleep(2 * o.AckWait) // let any late publication of w1 land
 				settleWithin(t, s, 20*time.Second)
 
+				tok1, tok2 := spy1.claimedTokens(), spy2.claimedTokens()
+				if len(tok1) != 1 || len(tok2) != 1 || tok2[0] <= tok1[0] {
+					t.Fatalf("claims won: w1 tokens %v, w2 tokens %v; want one each, w2's above w1's", tok1, tok2)
+				}
 				for _, w := range spy1.fencedWrites() {
-					if w != "renew 1" && w != "complete 1" {
-						t.Errorf("w1 fenced write %q, want only token 1's renew or complete", w)
+					if w != fmt.Sprintf("renew %d", tok1[0]) && w != fmt.Sprintf("complete %d", tok1[0]) {
+						t.Errorf("w1 fenced write %q, want only token %d's renew or complete", w, tok1[0])
 					}
 				}
 				if f := spy2.fencedWrites(); len(f) != 0 {
@@ -630,9 +651,9 @@ func TestTakeoverRaceFencing(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if rec.State != idempotency.StateCompleted || rec.Token != 2 || rec.Claims != 2 || rec.Outcome == nil || !rec.Outcome.Succeeded {
-					t.Errorf("record = state %s, token %d, claims %d, outcome %+v; want completed by token 2 of 2 claims, succeeded",
-						rec.State, rec.Token, rec.Claims, rec.Outcome)
+				if rec.State != idempotency.StateCompleted || rec.Token != tok2[0] || rec.Claims != 2 || rec.Outcome == nil || !rec.Outcome.Succeeded {
+					t.Errorf("record = state %s, token %d, claims %d, outcome %+v; want completed by w2's token %d of 2 claims, succeeded",
+						rec.State, rec.Token, rec.Claims, rec.Outcome, tok2[0])
 				}
 			})
 		}

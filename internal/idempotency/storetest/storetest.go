@@ -21,6 +21,10 @@ type Options struct {
 	// Lease is the short lease of the cases that wait for a lease to end;
 	// 0 means 200ms. A store on a slow backend may need a longer one.
 	Lease time.Duration
+	// Lose deletes the record of key in scope, and the transaction lock it
+	// names, behind the store's back, as a Redis failover or restart that
+	// loses the last writes does. Nil skips LostRecordFencesOldHolder.
+	Lose func(t *testing.T, st idempotency.Store, scope, key string)
 }
 
 // long is the lease of cases in which no lease may end.
@@ -32,7 +36,7 @@ func Run(t *testing.T, newStore func(t *testing.T) idempotency.Store, opts Optio
 	if opts.Lease <= 0 {
 		opts.Lease = 200 * time.Millisecond
 	}
-	s := &suite{newStore: newStore, lease: opts.Lease}
+	s := &suite{newStore: newStore, lease: opts.Lease, lose: opts.Lose}
 	cases := []struct {
 		name string
 		test func(t *testing.T)
@@ -50,6 +54,7 @@ func Run(t *testing.T, newStore func(t *testing.T) idempotency.Store, opts Optio
 		{"TxnLockSerialises", s.txnLockSerialises},
 		{"TxnLockBusyKeepsOwnRecord", s.txnLockBusyKeepsOwnRecord},
 		{"TxnLockAfterExpiry", s.txnLockAfterExpiry},
+		{"LostRecordFencesOldHolder", s.lostRecordFencesOldHolder},
 		{"GetMissing", s.getMissing},
 		{"InvalidRequests", s.invalidRequests},
 		{"Ping", s.ping},
@@ -67,6 +72,7 @@ func Run(t *testing.T, newStore func(t *testing.T) idempotency.Store, opts Optio
 type suite struct {
 	newStore func(t *testing.T) idempotency.Store
 	lease    time.Duration
+	lose     func(t *testing.T, st idempotency.Store, scope, key string)
 }
 
 // request is the claim most cases start from: key-1 of merchant-1, long lease.
@@ -158,6 +164,17 @@ func wantRetryAfter(t *testing.T, c idempotency.Claim, lease time.Duration) {
 	}
 }
 
+// wantTakeoverToken checks the token of a claim that took over a record
+// whose token was prev: it is the store's clock in milliseconds at the claim
+// (the record's UpdatedAt) or prev + 1, whichever is larger.
+func wantTakeoverToken(t *testing.T, what string, rec idempotency.Record, prev int64) {
+	t.Helper()
+	if want := max(prev+1, rec.UpdatedAt.UnixMilli()); rec.Token != want || rec.Token <= prev {
+		t.Errorf("%s: Token = %d, want %d: max(previous token %d + 1, UpdatedAt %v in ms), above the previous token",
+			what, rec.Token, want, prev, rec.UpdatedAt)
+	}
+}
+
 // outlive sleeps until a lease granted now has surely ended.
 func (s *suite) outlive() { time.Sleep(s.lease + s.lease/2 + 50*time.Millisecond) }
 
@@ -173,7 +190,9 @@ func (s *suite) firstClaimAcquires(t *testing.T) {
 	}{
 		{"Status", c.Status, idempotency.Acquired},
 		{"Record.State", rec.State, idempotency.StateInProgress},
-		{"Record.Token", rec.Token, int64(1)},
+		{"Record.Token > 0", rec.Token > 0, true},
+		// A new record's token is the store's clock at the claim.
+		{"Record.Token == Record.CreatedAt in ms", rec.Token == rec.CreatedAt.UnixMilli(), true},
 		{"Record.Claims", rec.Claims, 1},
 		{"Record.Fingerprint", rec.Fingerprint, r.Fingerprint},
 		{"Record.CommandID", rec.CommandID, r.CommandID},
@@ -185,7 +204,7 @@ func (s *suite) firstClaimAcquires(t *testing.T) {
 		{"Record.CreatedAt == Record.UpdatedAt", rec.CreatedAt.Equal(rec.UpdatedAt), true},
 	} {
 		if f.got != f.want {
-			t.Errorf("Claim(new key): %s = %v, want %v", f.name, f.got, f.want)
+			t.Errorf("Claim(new key): %s = %v, want %v (token %d)", f.name, f.got, f.want, rec.Token)
 		}
 	}
 	// The store's clock (Redis's or the worker's) is this machine's.
@@ -219,16 +238,18 @@ func (s *suite) liveLeaseIsBusy(t *testing.T) {
 func (s *suite) otherFingerprintConflicts(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		setup func(t *testing.T, st idempotency.Store)
+		setup func(t *testing.T, st idempotency.Store, token int64)
 	}{
-		{"InProgress", func(t *testing.T, st idempotency.Store) {}},
-		{"Completed", func(t *testing.T, st idempotency.Store) { complete(t, st, "merchant-1", "key-1", 1) }},
-		{"Released", func(t *testing.T, st idempotency.Store) { release(t, st, "merchant-1", "key-1", 1, false) }},
+		{"InProgress", func(t *testing.T, st idempotency.Store, token int64) {}},
+		{"Completed", func(t *testing.T, st idempotency.Store, token int64) { complete(t, st, "merchant-1", "key-1", token) }},
+		{"Released", func(t *testing.T, st idempotency.Store, token int64) {
+			release(t, st, "merchant-1", "key-1", token, false)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := s.newStore(t)
-			claimWant(t, st, with("key-1", "txn-1"), idempotency.Acquired)
-			tc.setup(t, st)
+			token := claimWant(t, st, with("key-1", "txn-1"), idempotency.Acquired).Record.Token
+			tc.setup(t, st, token)
 			before := get(t, st, "merchant-1", "key-1")
 			r := with("key-1", "txn-2")
 			r.Fingerprint = "fp-other"
@@ -253,10 +274,10 @@ func (s *suite) completedReplaysOutcome(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := s.newStore(t)
-			claimWant(t, st, with("key-1", "txn-1"), idempotency.Acquired)
+			token := claimWant(t, st, with("key-1", "txn-1"), idempotency.Acquired).Record.Token
 			out := idempotency.Outcome{Succeeded: true, EventID: "evt-1", Subject: "payments.evt.capture.succeeded", Event: json.RawMessage(tc.event)}
-			if err := st.Complete(t.Context(), "merchant-1", "key-1", 1, out); err != nil {
-				t.Fatalf("Complete(token 1) error = %v", err)
+			if err := st.Complete(t.Context(), "merchant-1", "key-1", token, out); err != nil {
+				t.Fatalf("Complete(token %d) error = %v", token, err)
 			}
 			r := with("key-1", "txn-1")
 			r.Holder, r.CommandID = "worker-b", "cmd-redelivered"
@@ -271,9 +292,9 @@ func (s *suite) completedReplaysOutcome(t *testing.T) {
 				if got, want := *rec.Outcome, out; got.Succeeded != want.Succeeded || got.EventID != want.EventID || got.Subject != want.Subject {
 					t.Errorf("%s.Outcome = %+v, want %+v", what, got, want)
 				}
-				if rec.State != idempotency.StateCompleted || rec.Holder != "" || !rec.LeaseUntil.IsZero() || rec.Token != 1 || rec.CommandID != "cmd-key-1" {
-					t.Errorf("%s = state %q, holder %q, lease until %v, token %d, command %q; want completed, no holder, no lease, token 1, command cmd-key-1",
-						what, rec.State, rec.Holder, rec.LeaseUntil, rec.Token, rec.CommandID)
+				if rec.State != idempotency.StateCompleted || rec.Holder != "" || !rec.LeaseUntil.IsZero() || rec.Token != token || rec.Claims != 1 || rec.CommandID != "cmd-key-1" {
+					t.Errorf("%s = state %q, holder %q, lease until %v, token %d, claims %d, command %q; want completed, no holder, no lease, token %d, claims 1, command cmd-key-1",
+						what, rec.State, rec.Holder, rec.LeaseUntil, rec.Token, rec.Claims, rec.CommandID, token)
 				}
 			}
 			// Completion freed the transaction lock.
@@ -303,31 +324,36 @@ var (
 
 func (s *suite) staleTokenIsFenced(t *testing.T) {
 	type state struct {
-		name  string
-		setup func(t *testing.T, st idempotency.Store) // leaves key-1 with token 1 or absent
-		token int64
+		name string
+		// setup leaves key-1 claimed (returning the claim's token) or absent
+		// (returning 0).
+		setup func(t *testing.T, st idempotency.Store) int64
+		// stale is the token written with, from setup's.
+		stale func(token int64) int64
+	}
+	claimed := func(t *testing.T, st idempotency.Store) int64 {
+		return claimWant(t, st, request(), idempotency.Acquired).Record.Token
 	}
 	states := []state{
-		{"InProgressWrongToken", func(t *testing.T, st idempotency.Store) {
-			claimWant(t, st, request(), idempotency.Acquired)
-		}, 2},
-		{"InProgressZeroToken", func(t *testing.T, st idempotency.Store) {
-			claimWant(t, st, request(), idempotency.Acquired)
-		}, 0},
-		{"Completed", func(t *testing.T, st idempotency.Store) {
-			claimWant(t, st, request(), idempotency.Acquired)
-			complete(t, st, "merchant-1", "key-1", 1)
-		}, 1},
-		{"Missing", func(t *testing.T, st idempotency.Store) {}, 1},
+		{"InProgressWrongToken", claimed, func(token int64) int64 { return token + 1 }},
+		{"InProgressOlderToken", claimed, func(token int64) int64 { return token - 1 }},
+		{"InProgressZeroToken", claimed, func(int64) int64 { return 0 }},
+		{"Completed", func(t *testing.T, st idempotency.Store) int64 {
+			token := claimed(t, st)
+			complete(t, st, "merchant-1", "key-1", token)
+			return token
+		}, func(token int64) int64 { return token }},
+		{"Missing", func(t *testing.T, st idempotency.Store) int64 { return 0 },
+			func(int64) int64 { return time.Now().UnixMilli() }},
 	}
 	for _, sc := range states {
 		for _, o := range fencingOps {
 			t.Run(sc.name+"/"+o.name, func(t *testing.T) {
 				st := s.newStore(t)
-				sc.setup(t, st)
+				token := sc.stale(sc.setup(t, st))
 				before, beforeErr := st.Get(t.Context(), "merchant-1", "key-1")
-				if err := o.do(t, st, "key-1", sc.token); !errors.Is(err, idempotency.ErrFenced) {
-					t.Fatalf("%s(token %d) error = %v, want ErrFenced", o.name, sc.token, err)
+				if err := o.do(t, st, "key-1", token); !errors.Is(err, idempotency.ErrFenced) {
+					t.Fatalf("%s(token %d) error = %v, want ErrFenced", o.name, token, err)
 				}
 				after, afterErr := st.Get(t.Context(), "merchant-1", "key-1")
 				if !errors.Is(afterErr, beforeErr) {
@@ -341,10 +367,10 @@ func (s *suite) staleTokenIsFenced(t *testing.T) {
 	for _, o := range []op{renewOp, completeOp} {
 		t.Run("Released/"+o.name, func(t *testing.T) {
 			st := s.newStore(t)
-			claimWant(t, st, request(), idempotency.Acquired)
-			release(t, st, "merchant-1", "key-1", 1, false)
-			if err := o.do(t, st, "key-1", 1); !errors.Is(err, idempotency.ErrFenced) {
-				t.Fatalf("%s(token 1) after Release error = %v, want ErrFenced", o.name, err)
+			token := claimWant(t, st, request(), idempotency.Acquired).Record.Token
+			release(t, st, "merchant-1", "key-1", token, false)
+			if err := o.do(t, st, "key-1", token); !errors.Is(err, idempotency.ErrFenced) {
+				t.Fatalf("%s(token %d) after Release error = %v, want ErrFenced", o.name, token, err)
 			}
 		})
 	}
@@ -355,10 +381,10 @@ func (s *suite) staleTokenIsFenced(t *testing.T) {
 func (s *suite) repeatedWritesAreHarmless(t *testing.T) {
 	t.Run("Complete", func(t *testing.T) {
 		st := s.newStore(t)
-		claimWant(t, st, request(), idempotency.Acquired)
+		token := claimWant(t, st, request(), idempotency.Acquired).Record.Token
 		out := outcome("evt-1", `{"id":"evt-1"}`)
 		for i := range 2 {
-			if err := st.Complete(t.Context(), "merchant-1", "key-1", 1, out); err != nil {
+			if err := st.Complete(t.Context(), "merchant-1", "key-1", token, out); err != nil {
 				t.Fatalf("Complete #%d error = %v, want nil", i+1, err)
 			}
 		}
@@ -366,19 +392,20 @@ func (s *suite) repeatedWritesAreHarmless(t *testing.T) {
 			t.Errorf("Get.Outcome = %+v, want event evt-1", got.Outcome)
 		}
 		// Another outcome under the same token is not a repetition.
-		if err := st.Complete(t.Context(), "merchant-1", "key-1", 1, outcome("evt-2", `{}`)); !errors.Is(err, idempotency.ErrFenced) {
+		if err := st.Complete(t.Context(), "merchant-1", "key-1", token, outcome("evt-2", `{}`)); !errors.Is(err, idempotency.ErrFenced) {
 			t.Errorf("Complete(other outcome) error = %v, want ErrFenced", err)
 		}
 	})
 	t.Run("Release", func(t *testing.T) {
 		st := s.newStore(t)
-		claimWant(t, st, request(), idempotency.Acquired)
-		release(t, st, "merchant-1", "key-1", 1, true)
-		release(t, st, "merchant-1", "key-1", 1, false)
+		token := claimWant(t, st, request(), idempotency.Acquired).Record.Token
+		release(t, st, "merchant-1", "key-1", token, true)
+		release(t, st, "merchant-1", "key-1", token, false)
 		c := claimWant(t, st, request(), idempotency.Resumed)
-		if !c.Record.Uncertain || c.Record.Token != 2 {
-			t.Errorf("Claim after two releases = uncertain %t, token %d; want true, 2", c.Record.Uncertain, c.Record.Token)
+		if !c.Record.Uncertain || c.Record.Claims != 2 {
+			t.Errorf("Claim after two releases = uncertain %t, claims %d; want true, 2", c.Record.Uncertain, c.Record.Claims)
 		}
+		wantTakeoverToken(t, "Claim after two releases", c.Record, token)
 	})
 }
 
@@ -386,24 +413,25 @@ func (s *suite) expiredLeaseResumes(t *testing.T) {
 	st := s.newStore(t)
 	r := with("key-1", "txn-1")
 	r.Lease = s.lease
-	claimWant(t, st, r, idempotency.Acquired)
+	old := claimWant(t, st, r, idempotency.Acquired).Record.Token
 	s.outlive()
 
 	r2 := with("key-1", "txn-1")
 	r2.Holder, r2.CommandID = "worker-b", "cmd-redelivered"
 	c := claimWant(t, st, r2, idempotency.Resumed)
 	rec := c.Record
-	if rec.Token != 2 || rec.Claims != 2 || !rec.Uncertain || rec.Holder != "worker-b" || rec.CommandID != "cmd-key-1" || rec.State != idempotency.StateInProgress {
-		t.Errorf("Claim after expiry = token %d, claims %d, uncertain %t, holder %q, command %q, state %q; want 2, 2, true, worker-b, cmd-key-1, in_progress",
-			rec.Token, rec.Claims, rec.Uncertain, rec.Holder, rec.CommandID, rec.State)
+	if rec.Claims != 2 || !rec.Uncertain || rec.Holder != "worker-b" || rec.CommandID != "cmd-key-1" || rec.State != idempotency.StateInProgress {
+		t.Errorf("Claim after expiry = claims %d, uncertain %t, holder %q, command %q, state %q; want 2, true, worker-b, cmd-key-1, in_progress",
+			rec.Claims, rec.Uncertain, rec.Holder, rec.CommandID, rec.State)
 	}
+	wantTakeoverToken(t, "Claim after expiry", rec, old)
 	for _, o := range fencingOps {
-		if err := o.do(t, st, "key-1", 1); !errors.Is(err, idempotency.ErrFenced) {
-			t.Errorf("old holder's %s(token 1) error = %v, want ErrFenced", o.name, err)
+		if err := o.do(t, st, "key-1", old); !errors.Is(err, idempotency.ErrFenced) {
+			t.Errorf("old holder's %s(token %d) error = %v, want ErrFenced", o.name, old, err)
 		}
 	}
 	sameRecord(t, "Get after the old holder's writes", get(t, st, "merchant-1", "key-1"), rec)
-	complete(t, st, "merchant-1", "key-1", 2)
+	complete(t, st, "merchant-1", "key-1", rec.Token)
 	claimWant(t, st, r, idempotency.Completed)
 }
 
@@ -413,7 +441,7 @@ func (s *suite) releaseResumes(t *testing.T) {
 		expireFirst   bool // the key is resumed after an expiry, then released
 		uncertain     bool
 		wantUncertain bool
-		wantToken     int64
+		wantClaims    int
 	}{
 		{"Certain", false, false, false, 2},
 		{"Uncertain", false, true, true, 2},
@@ -429,7 +457,9 @@ func (s *suite) releaseResumes(t *testing.T) {
 			token := claimWant(t, st, first, idempotency.Acquired).Record.Token
 			if tc.expireFirst {
 				s.outlive()
-				token = claimWant(t, st, r, idempotency.Resumed).Record.Token
+				rec := claimWant(t, st, r, idempotency.Resumed).Record
+				wantTakeoverToken(t, "Claim after expiry", rec, token)
+				token = rec.Token
 			}
 			release(t, st, "merchant-1", "key-1", token, tc.uncertain)
 			rec := get(t, st, "merchant-1", "key-1")
@@ -443,10 +473,11 @@ func (s *suite) releaseResumes(t *testing.T) {
 
 			r.Holder = "worker-b"
 			c := claimWant(t, st, r, idempotency.Resumed)
-			if c.Record.Uncertain != tc.wantUncertain || c.Record.Token != tc.wantToken || c.Record.Holder != "worker-b" {
-				t.Errorf("Claim after Release = uncertain %t, token %d, holder %q; want %t, %d, worker-b",
-					c.Record.Uncertain, c.Record.Token, c.Record.Holder, tc.wantUncertain, tc.wantToken)
+			if c.Record.Uncertain != tc.wantUncertain || c.Record.Claims != tc.wantClaims || c.Record.Holder != "worker-b" {
+				t.Errorf("Claim after Release = uncertain %t, claims %d, holder %q; want %t, %d, worker-b",
+					c.Record.Uncertain, c.Record.Claims, c.Record.Holder, tc.wantUncertain, tc.wantClaims)
 			}
+			wantTakeoverToken(t, "Claim after Release", c.Record, token)
 		})
 	}
 }
@@ -459,16 +490,16 @@ func (s *suite) renewKeepsLease(t *testing.T) {
 	deadline := time.Now().Add(3 * s.lease)
 	for time.Now().Before(deadline) {
 		time.Sleep(s.lease / 5)
-		if err := st.Renew(t.Context(), "merchant-1", "key-1", 1, s.lease); err != nil {
-			t.Fatalf("Renew(token 1) error = %v", err)
+		if err := st.Renew(t.Context(), "merchant-1", "key-1", first.Token, s.lease); err != nil {
+			t.Fatalf("Renew(token %d) error = %v", first.Token, err)
 		}
 	}
 	rec := get(t, st, "merchant-1", "key-1")
 	if !rec.LeaseUntil.After(first.LeaseUntil.Add(2 * s.lease)) {
 		t.Errorf("LeaseUntil after renewals = %v, want after %v", rec.LeaseUntil, first.LeaseUntil.Add(2*s.lease))
 	}
-	if rec.Token != 1 || rec.Claims != 1 {
-		t.Errorf("after renewals token, claims = %d, %d; want 1, 1", rec.Token, rec.Claims)
+	if rec.Token != first.Token || rec.Claims != 1 {
+		t.Errorf("after renewals token, claims = %d, %d; want %d (unchanged), 1", rec.Token, rec.Claims, first.Token)
 	}
 	r2 := with("key-1", "txn-1")
 	r2.Holder = "worker-b"
@@ -477,7 +508,7 @@ func (s *suite) renewKeepsLease(t *testing.T) {
 	claimWant(t, st, with("key-2", "txn-1"), idempotency.Busy)
 
 	s.outlive()
-	claimWant(t, st, r2, idempotency.Resumed)
+	wantTakeoverToken(t, "Claim after the renewals stopped", claimWant(t, st, r2, idempotency.Resumed).Record, first.Token)
 }
 
 func (s *suite) scopesAreIndependent(t *testing.T) {
@@ -493,10 +524,13 @@ func (s *suite) scopesAreIndependent(t *testing.T) {
 		c := claimWant(t, st, r, idempotency.Acquired)
 		tokens = append(tokens, c.Record.Token)
 	}
-	if fmt.Sprint(tokens) != "[1 1 1]" {
-		t.Errorf("tokens of one key in three scopes = %v, want [1 1 1]", tokens)
+	for _, token := range tokens {
+		if token <= 0 {
+			t.Errorf("tokens of one key in three scopes = %v, want each a first claim's (> 0)", tokens)
+			break
+		}
 	}
-	if err := st.Complete(t.Context(), "merchant-1", key, 1, outcome("evt-1", `{}`)); err != nil {
+	if err := st.Complete(t.Context(), "merchant-1", key, tokens[0], outcome("evt-1", `{}`)); err != nil {
 		t.Fatalf("Complete(merchant-1) error = %v", err)
 	}
 	if got := get(t, st, "merchant.2 x/y", key); got.State != idempotency.StateInProgress || got.Fingerprint != "fp-1" {
@@ -509,17 +543,21 @@ func (s *suite) txnLockSerialises(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		lease time.Duration
-		free  func(t *testing.T, st idempotency.Store)
+		free  func(t *testing.T, st idempotency.Store, token int64)
 	}{
-		{"FreedByComplete", long, func(t *testing.T, st idempotency.Store) { complete(t, st, "merchant-1", "key-a", 1) }},
-		{"FreedByRelease", long, func(t *testing.T, st idempotency.Store) { release(t, st, "merchant-1", "key-a", 1, true) }},
-		{"FreedByExpiry", s.lease, func(t *testing.T, st idempotency.Store) { s.outlive() }},
+		{"FreedByComplete", long, func(t *testing.T, st idempotency.Store, token int64) {
+			complete(t, st, "merchant-1", "key-a", token)
+		}},
+		{"FreedByRelease", long, func(t *testing.T, st idempotency.Store, token int64) {
+			release(t, st, "merchant-1", "key-a", token, true)
+		}},
+		{"FreedByExpiry", s.lease, func(t *testing.T, st idempotency.Store, token int64) { s.outlive() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := s.newStore(t)
 			a := with("key-a", "txn-1")
 			a.Lease = tc.lease
-			claimWant(t, st, a, idempotency.Acquired)
+			token := claimWant(t, st, a, idempotency.Acquired).Record.Token
 
 			b := with("key-b", "txn-1")
 			c := claimWant(t, st, b, idempotency.Busy)
@@ -531,7 +569,7 @@ func (s *suite) txnLockSerialises(t *testing.T) {
 			// Another transaction is free.
 			claimWant(t, st, with("key-c", "txn-2"), idempotency.Acquired)
 
-			tc.free(t, st)
+			tc.free(t, st, token)
 			claimWant(t, st, b, idempotency.Acquired)
 			claimWant(t, st, with("key-d", "txn-1"), idempotency.Busy)
 		})
@@ -543,8 +581,8 @@ func (s *suite) txnLockSerialises(t *testing.T) {
 func (s *suite) txnLockBusyKeepsOwnRecord(t *testing.T) {
 	st := s.newStore(t)
 	b := with("key-b", "txn-1")
-	claimWant(t, st, b, idempotency.Acquired)
-	release(t, st, "merchant-1", "key-b", 1, true)
+	token := claimWant(t, st, b, idempotency.Acquired).Record.Token
+	release(t, st, "merchant-1", "key-b", token, true)
 	released := get(t, st, "merchant-1", "key-b")
 
 	claimWant(t, st, with("key-a", "txn-1"), idempotency.Acquired)
@@ -561,16 +599,16 @@ func (s *suite) txnLockAfterExpiry(t *testing.T) {
 	st := s.newStore(t)
 	a := with("key-a", "txn-1")
 	a.Lease = s.lease
-	claimWant(t, st, a, idempotency.Acquired)
+	tokenA := claimWant(t, st, a, idempotency.Acquired).Record.Token
 	s.outlive()
-	claimWant(t, st, with("key-b", "txn-1"), idempotency.Acquired)
+	tokenB := claimWant(t, st, with("key-b", "txn-1"), idempotency.Acquired).Record.Token
 
-	if err := st.Renew(t.Context(), "merchant-1", "key-a", 1, long); !errors.Is(err, idempotency.ErrFenced) {
+	if err := st.Renew(t.Context(), "merchant-1", "key-a", tokenA, long); !errors.Is(err, idempotency.ErrFenced) {
 		t.Errorf("Renew(key-a) after key-b took the transaction error = %v, want ErrFenced", err)
 	}
-	complete(t, st, "merchant-1", "key-a", 1)
+	complete(t, st, "merchant-1", "key-a", tokenA)
 	claimWant(t, st, with("key-c", "txn-1"), idempotency.Busy)
-	complete(t, st, "merchant-1", "key-b", 1)
+	complete(t, st, "merchant-1", "key-b", tokenB)
 	claimWant(t, st, with("key-c", "txn-1"), idempotency.Acquired)
 
 	// A key whose own lease ended takes its transaction back when resumed.
@@ -580,6 +618,50 @@ func (s *suite) txnLockAfterExpiry(t *testing.T) {
 	s.outlive()
 	claimWant(t, st, with("key-d", "txn-2"), idempotency.Resumed)
 	claimWant(t, st, with("key-e", "txn-2"), idempotency.Busy)
+}
+
+// lostRecordFencesOldHolder: the store loses a record (and its transaction
+// lock) behind its holder's back, as a Redis failover or restart that loses
+// the last writes does. The key is claimed afresh with a larger token, so the
+// old holder's writes, still naming its token, are fenced instead of landing
+// on the new claim.
+func (s *suite) lostRecordFencesOldHolder(t *testing.T) {
+	if s.lose == nil {
+		t.Skip("Options.Lose is nil: the store cannot lose a record on demand")
+	}
+	st := s.newStore(t)
+	r := with("key-1", "txn-1")
+	a := claimWant(t, st, r, idempotency.Acquired).Record
+	if a.Token <= 0 {
+		t.Fatalf("first Claim.Record.Token = %d, want > 0", a.Token)
+	}
+	s.lose(t, st, r.Scope, r.Key)
+	wantMissing(t, st, r.Scope, r.Key)
+	// A loss is never instantaneous (a failover takes seconds): let the
+	// store's clock, which the new token is read from, move on.
+	time.Sleep(10 * time.Millisecond)
+
+	r2 := with("key-1", "txn-1")
+	r2.Holder, r2.CommandID = "worker-b", "cmd-redelivered"
+	b := claimWant(t, st, r2, idempotency.Acquired).Record
+	if b.Token <= a.Token || b.Claims != 1 || b.Holder != "worker-b" || b.CommandID != "cmd-redelivered" {
+		t.Fatalf("Claim after the loss = token %d, claims %d, holder %q, command %q; want a token above the lost record's %d, 1, worker-b, cmd-redelivered",
+			b.Token, b.Claims, b.Holder, b.CommandID, a.Token)
+	}
+	for _, o := range fencingOps {
+		if err := o.do(t, st, r.Key, a.Token); !errors.Is(err, idempotency.ErrFenced) {
+			t.Errorf("old holder's %s(token %d) on the new claim (token %d) error = %v, want ErrFenced", o.name, a.Token, b.Token, err)
+		}
+	}
+	sameRecord(t, "Get after the old holder's writes", get(t, st, r.Scope, r.Key), b)
+	// The old holder's Release did not free the new holder's transaction lock.
+	claimWant(t, st, with("key-2", "txn-1"), idempotency.Busy)
+
+	complete(t, st, r.Scope, r.Key, b.Token)
+	if c := claimWant(t, st, r, idempotency.Completed); c.Record.Token != b.Token || c.Record.Outcome == nil || c.Record.Outcome.EventID != "evt-key-1" {
+		t.Errorf("Claim after the new holder's Complete = token %d, outcome %+v; want token %d, event evt-key-1", c.Record.Token, c.Record.Outcome, b.Token)
+	}
+	claimWant(t, st, with("key-2", "txn-1"), idempotency.Acquired)
 }
 
 func (s *suite) getMissing(t *testing.T) {
@@ -624,6 +706,7 @@ func (s *suite) concurrentClaimsOneKey(t *testing.T) {
 		wg     sync.WaitGroup
 		start  = make(chan struct{})
 		counts [int(idempotency.Busy) + 1]atomic.Int32
+		token  atomic.Int64 // the acquired claim's
 		errs   = make(chan error, workers)
 	)
 	for i := range workers {
@@ -637,6 +720,9 @@ func (s *suite) concurrentClaimsOneKey(t *testing.T) {
 				return
 			}
 			counts[c.Status].Add(1)
+			if c.Status == idempotency.Acquired {
+				token.Store(c.Record.Token)
+			}
 		})
 	}
 	close(start)
@@ -648,8 +734,8 @@ func (s *suite) concurrentClaimsOneKey(t *testing.T) {
 	if got, busy := counts[idempotency.Acquired].Load(), counts[idempotency.Busy].Load(); got != 1 || busy != workers-1 {
 		t.Errorf("%d concurrent claims of one key: %d acquired, %d busy; want 1, %d", workers, got, busy, workers-1)
 	}
-	if rec := get(t, st, "merchant-1", "key-1"); rec.Token != 1 || rec.Claims != 1 {
-		t.Errorf("record after concurrent claims: token %d, claims %d; want 1, 1", rec.Token, rec.Claims)
+	if rec := get(t, st, "merchant-1", "key-1"); rec.Token != token.Load() || rec.Token <= 0 || rec.Claims != 1 {
+		t.Errorf("record after concurrent claims: token %d, claims %d; want %d (the acquired claim's), 1", rec.Token, rec.Claims, token.Load())
 	}
 }
 
