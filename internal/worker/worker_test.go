@@ -165,6 +165,7 @@ func TestInvalidCommandIsRejectedAndKept(t *testing.T) {
 		{"not json", "payments.cmd.capture", `{"command_id":`, "", "invalid_json"},
 		{"type mismatch", "payments.cmd.void", `{"command_id":"bad-3","type":"capture","merchant_id":"M1","transaction_id":"t","amount":1,"currency":"EUR"}`, "type", "subject_mismatch"},
 		{"unknown field", "payments.cmd.void", `{"command_id":"bad-4","type":"void","merchant_id":"M1","transaction_id":"t","colour":"red"}`, "colour", "schema_violation"},
+		{"oversize", "payments.cmd.capture", `{"command_id":"bad-5","notes":"` + strings.Repeat("x", 70<<10) + `"}`, "", "oversize"},
 	}
 	for _, b := range bad {
 		s.PublishRaw(t, b.subject, []byte(b.body), "")
