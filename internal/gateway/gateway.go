@@ -4,6 +4,14 @@
 //
 // Adapters (paymentoptions, sibs) return these concrete types; the handlers
 // package declares the small interface it needs from an adapter.
+//
+// It also holds the mechanics every HTTP adapter shares (transport.go): the
+// check of a configured gateway URL (CheckBaseURL), the sending of one
+// attempt that tells whether the request was written (NoRedirects, HTTP,
+// Exchange), the classification of an attempt that got no answer
+// (ClassifyTransport), and the reading of Retry-After (ParseRetryAfter).
+// What differs between gateways (body shapes, headers, classification
+// tables) stays in the adapters.
 package gateway
 
 import (

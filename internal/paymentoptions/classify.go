@@ -2,11 +2,9 @@ package paymentoptions
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -58,7 +56,7 @@ func classify(op gateway.Operation, status int, retryAfter string, body []byte, 
 	switch {
 	case status == http.StatusTooManyRequests, status == http.StatusServiceUnavailable:
 		res.Outcome = gateway.Retryable
-		res.RetryAfter = parseRetryAfter(retryAfter, now)
+		res.RetryAfter = gateway.ParseRetryAfter(retryAfter, now)
 	case refused && hasRC && (rc == 68 || rc >= 676 && rc <= 705):
 		res.Outcome = gateway.Unknown
 	case refused && hasRC && rc == 94:
@@ -100,43 +98,6 @@ func isRiskBlock(code string) bool {
 	}
 	n, err := strconv.Atoi(code[3:])
 	return err == nil && n >= 3001 && n <= 3015
-}
-
-// classifyTransport maps an attempt that got no answer. Before the request
-// was written (dial error, connection refused, DNS, TLS handshake) nothing
-// reached the gateway: Retryable. After (timeout, reset, EOF) it may have
-// been applied: Unknown. The caller's own cancellation follows the same rule
-// with the context's error in Err.
-func classifyTransport(ctx context.Context, op gateway.Operation, written bool, err error) gateway.Result {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		err = ctxErr
-	}
-	if written {
-		return gateway.Result{Outcome: gateway.Unknown, Err: fmt.Errorf("paymentoptions: %s: sent, no answer: %w", op, err)}
-	}
-	return gateway.Result{Outcome: gateway.Retryable, Err: fmt.Errorf("paymentoptions: %s: not sent: %w", op, err)}
-}
-
-// parseRetryAfter reads a Retry-After header, in seconds or as an HTTP date;
-// 0 when absent, unreadable or in the past.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		switch {
-		case secs <= 0:
-			return 0
-		case secs > int64(math.MaxInt64/time.Second):
-			return time.Duration(math.MaxInt64)
-		}
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }
 
 // answer is the part of the gateway's answer the adapter reads. The card

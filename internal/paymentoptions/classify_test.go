@@ -1,12 +1,9 @@
 package paymentoptions
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -119,68 +116,6 @@ func TestClassifyFillsTheAnswer(t *testing.T) {
 		t.Errorf("401 without a body: Message = %q, want the status text", proxy.Message)
 	}
 }
-
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	tests := []struct {
-		in   string
-		want time.Duration
-	}{
-		{"", 0},
-		{"0", 0},
-		{"1", time.Second},
-		{" 120 ", 2 * time.Minute},
-		{"-3", 0},
-		{"1.5", 0},
-		{"soon", 0},
-		{"99999999999999999", time.Duration(1<<63 - 1)},
-		{"Thu, 02 Jan 2025 03:05:05 GMT", time.Minute},
-		{"Thursday, 02-Jan-25 03:05:05 GMT", time.Minute},
-		{"Thu Jan  2 03:05:05 2025", time.Minute},
-		{"Thu, 02 Jan 2025 03:00:00 GMT", 0},
-	}
-	for _, tt := range tests {
-		if got := parseRetryAfter(tt.in, now); got != tt.want {
-			t.Errorf("parseRetryAfter(%q) = %s, want %s", tt.in, got, tt.want)
-		}
-	}
-}
-
-func TestClassifyTransport(t *testing.T) {
-	cancelled, cancel := context.WithCancel(context.Background())
-	cancel()
-	refused := &dialError{syscall.ECONNREFUSED}
-	tests := []struct {
-		name    string
-		ctx     context.Context
-		written bool
-		err     error
-		want    gateway.Outcome
-		wantIs  error
-	}{
-		{"refused, not written", context.Background(), false, refused, gateway.Retryable, syscall.ECONNREFUSED},
-		{"EOF after write", context.Background(), true, io.EOF, gateway.Unknown, io.EOF},
-		{"reset after write", context.Background(), true, syscall.ECONNRESET, gateway.Unknown, syscall.ECONNRESET},
-		{"timeout after write", context.Background(), true, context.DeadlineExceeded, gateway.Unknown, context.DeadlineExceeded},
-		{"timeout before write", context.Background(), false, context.DeadlineExceeded, gateway.Retryable, context.DeadlineExceeded},
-		{"caller cancelled after write", cancelled, true, errors.New("net/http: request canceled"), gateway.Unknown, context.Canceled},
-		{"caller cancelled before write", cancelled, false, errors.New("net/http: request canceled"), gateway.Retryable, context.Canceled},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := classifyTransport(tt.ctx, gateway.Capture, tt.written, tt.err)
-			if got.Outcome != tt.want || !errors.Is(got.Err, tt.wantIs) || got.HTTPStatus != 0 {
-				t.Errorf("classifyTransport(written %v, %v) = %s, %v; want %s wrapping %v", tt.written, tt.err, got.Outcome, got.Err, tt.want, tt.wantIs)
-			}
-		})
-	}
-}
-
-// dialError stands for a dial error wrapping an errno.
-type dialError struct{ err error }
-
-func (e *dialError) Error() string { return "dial tcp: " + e.err.Error() }
-func (e *dialError) Unwrap() error { return e.err }
 
 func TestIsRiskBlock(t *testing.T) {
 	for code, want := range map[string]bool{

@@ -11,19 +11,15 @@
 package paymentoptions
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -36,9 +32,7 @@ const DefaultTimeout = 30 * time.Second
 const (
 	opPath     = "/api/v1/server-to-server-interface/"
 	statusPath = opPath + "transaction/status/"
-	// maxAnswer bounds the answer read; the documented answers are ~2 KiB.
-	maxAnswer = 1 << 20
-	redacted  = "[REDACTED]"
+	redacted   = "[REDACTED]"
 )
 
 // ErrUnexpectedAnswer is wrapped by Status errors for an answer outside the
@@ -123,8 +117,7 @@ type Client struct {
 	base    string
 	apiKey  string
 	xAPIKey string
-	http    *http.Client
-	timeout time.Duration
+	http    gateway.HTTP
 }
 
 // New checks cfg and returns a Client. It makes no request.
@@ -133,21 +126,14 @@ func New(cfg Config) (*Client, error) {
 	if u == nil {
 		return nil, errors.New("paymentoptions: base URL is required")
 	}
-	shown := u.Redacted()
-	switch {
-	case u.Scheme != "https" && u.Scheme != "http":
-		return nil, fmt.Errorf("paymentoptions: base URL %q: scheme must be https", shown)
-	case u.User != nil:
-		return nil, fmt.Errorf("paymentoptions: base URL %q: must not carry user info; the keys go in APIKey and XAPIKey", shown)
-	case u.Host == "" || u.Hostname() == "":
-		return nil, fmt.Errorf("paymentoptions: base URL %q: missing host", shown)
-	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
-		return nil, fmt.Errorf("paymentoptions: base URL %q: must not carry a query or fragment", shown)
+	if err := gateway.CheckBaseURL(u); err != nil {
+		hint := ""
+		if errors.Is(err, gateway.ErrURLUserInfo) {
+			hint = "; the keys go in APIKey and XAPIKey"
+		}
+		return nil, fmt.Errorf("paymentoptions: base URL %q: %w%s", u.Redacted(), err, hint)
 	}
-	switch {
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
-		return nil, fmt.Errorf("paymentoptions: base URL %q: http:// is accepted only for a loopback host (127.0.0.0/8, ::1, localhost); use https", shown)
-	case u.Scheme == "https" && (cfg.APIKey == "" || cfg.XAPIKey == ""):
+	if u.Scheme == "https" && (cfg.APIKey == "" || cfg.XAPIKey == "") {
 		return nil, errors.New("paymentoptions: APIKey and XAPIKey are required for an https gateway")
 	}
 	if cfg.Timeout < 0 {
@@ -157,34 +143,18 @@ func New(cfg Config) (*Client, error) {
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
-	var hc http.Client
-	if cfg.HTTPClient != nil {
-		hc = *cfg.HTTPClient
-	} else {
-		hc.Transport = http.DefaultTransport.(*http.Transport).Clone()
-	}
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Client{
 		base:    strings.TrimRight(u.String(), "/"),
 		apiKey:  cfg.APIKey,
 		xAPIKey: cfg.XAPIKey,
-		http:    &hc,
-		timeout: timeout,
+		http:    gateway.HTTP{Client: gateway.NoRedirects(cfg.HTTPClient), Timeout: timeout},
 	}, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // String describes c without its keys.
 func (c Client) String() string {
 	return fmt.Sprintf("paymentoptions.Client{BaseURL: %s, APIKey: %s, XAPIKey: %s, Timeout: %s}",
-		c.base, redacted, redacted, c.timeout)
+		c.base, redacted, redacted, c.http.Timeout)
 }
 
 // Format prints String for every verb.
@@ -195,7 +165,7 @@ func (c Client) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("gateway", c.Name()),
 		slog.String("base_url", c.base),
-		slog.Duration("timeout", c.timeout),
+		slog.Duration("timeout", c.http.Timeout),
 	)
 }
 
@@ -280,16 +250,16 @@ func (c *Client) operation(ctx context.Context, op gateway.Operation, req gatewa
 	ex := c.exchange(ctx, http.MethodPost, opPath+string(op), payload)
 	var res gateway.Result
 	switch {
-	case ex.status == 0:
-		res = classifyTransport(ctx, op, ex.written, ex.err)
-	case ex.err != nil:
+	case ex.Status == 0:
+		res = gateway.ClassifyTransport(ctx, "paymentoptions", op, ex.Written, ex.Err)
+	case ex.Err != nil:
 		res = gateway.Result{
 			Outcome:    gateway.Unknown,
-			HTTPStatus: ex.status,
-			Err:        fmt.Errorf("paymentoptions: %s: HTTP %d: %w", op, ex.status, ex.err),
+			HTTPStatus: ex.Status,
+			Err:        fmt.Errorf("paymentoptions: %s: HTTP %d: %w", op, ex.Status, ex.Err),
 		}
 	default:
-		res = classify(op, ex.status, ex.header.Get("Retry-After"), ex.body, time.Now())
+		res = classify(op, ex.Status, ex.Header.Get("Retry-After"), ex.Body, time.Now())
 	}
 	if res.Amount == 0 && op == gateway.Capture {
 		res.Amount = req.Amount
@@ -314,10 +284,10 @@ func (c *Client) Status(ctx context.Context, req gateway.Request) (gateway.Statu
 		return gateway.Status{}, errors.New("paymentoptions: status: transaction id is required")
 	}
 	ex := c.exchange(ctx, http.MethodGet, statusPath+url.PathEscape(req.TransactionID), nil)
-	if ex.err != nil {
-		return gateway.Status{}, fmt.Errorf("paymentoptions: status: %w", ex.err)
+	if ex.Err != nil {
+		return gateway.Status{}, fmt.Errorf("paymentoptions: status: %w", ex.Err)
 	}
-	return statusOf(ex.status, ex.body)
+	return statusOf(ex.Status, ex.Body)
 }
 
 func statusOf(httpStatus int, body []byte) (gateway.Status, error) {
@@ -363,53 +333,14 @@ func statusOf(httpStatus int, body []byte) (gateway.Status, error) {
 	return st, nil
 }
 
-// exchange is one HTTP request and its answer. status is 0 when no answer
-// arrived; written then says whether the request may have reached the
-// gateway. err with a non-zero status is a failure to read the answer.
-type exchange struct {
-	status  int
-	header  http.Header
-	body    []byte
-	written bool
-	err     error
-}
-
-func (c *Client) exchange(ctx context.Context, method, path string, payload []byte) exchange {
-	actx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	var written atomic.Bool
-	// WroteRequest fires once the request has been handed to the connection,
-	// even when the write failed part-way: from then on the gateway may have
-	// received all of it.
-	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
-		WroteRequest: func(httptrace.WroteRequestInfo) { written.Store(true) },
-	})
-	var body io.Reader
-	if payload != nil {
-		body = bytes.NewReader(payload)
-	}
-	req, err := http.NewRequestWithContext(actx, method, c.base+path, body)
-	if err != nil {
-		return exchange{err: err}
-	}
+// exchange makes one request to the gateway with the keys.
+func (c *Client) exchange(ctx context.Context, method, path string, payload []byte) gateway.Exchange {
+	h := make(http.Header)
 	if c.apiKey != "" {
-		req.Header.Set("Authorization", "Basic "+c.apiKey)
+		h.Set("Authorization", "Basic "+c.apiKey)
 	}
 	if c.xAPIKey != "" {
-		req.Header.Set("x-api-key", c.xAPIKey)
+		h.Set("x-api-key", c.xAPIKey)
 	}
-	req.Header.Set("Accept", "application/json")
-	if payload != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return exchange{written: written.Load(), err: err}
-	}
-	defer resp.Body.Close()
-	ans, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
-	if err == nil && len(ans) > maxAnswer {
-		err = fmt.Errorf("answer larger than %d bytes", maxAnswer)
-	}
-	return exchange{status: resp.StatusCode, header: resp.Header, body: ans, written: true, err: err}
+	return c.http.Send(ctx, method, c.base+path, h, payload)
 }

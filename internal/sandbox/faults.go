@@ -194,11 +194,7 @@ func (s *Sandbox) infrastructureFault(f Faults) (fault string, status int) {
 func answerFault(w http.ResponseWriter, fault string, status int, f Faults) {
 	switch fault {
 	case faultRateLimit:
-		secs := int64(math.Ceil(f.RetryAfter.Seconds()))
-		if secs < 1 {
-			secs = 1
-		}
-		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		setRetryAfter(w, f)
 		writeError(w, status, "ERR0429", msgTooMany, nil)
 	case faultError:
 		msg := msgServerError
@@ -212,6 +208,16 @@ func answerFault(w http.ResponseWriter, fault string, status int, f Faults) {
 		}
 		writeError(w, status, fmt.Sprintf("ERR%04d", status), msg, nil)
 	}
+}
+
+// setRetryAfter sets the Retry-After header of a rate-limit fault: f's
+// RetryAfter in whole seconds, rounded up, at least 1.
+func setRetryAfter(w http.ResponseWriter, f Faults) {
+	secs := int64(math.Ceil(f.RetryAfter.Seconds()))
+	if secs < 1 {
+		secs = 1
+	}
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 }
 
 func (s *Sandbox) serveFaults(w http.ResponseWriter, r *http.Request) {

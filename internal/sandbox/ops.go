@@ -210,19 +210,6 @@ func validateOperation(op gateway.Operation, req *operationRequest) string {
 }
 
 func (s *Sandbox) applyLocked(a *authorisation, op gateway.Operation, amount int64) opEntry {
-	now := time.Now().UTC()
-	e := opEntry{
-		Operation: Operation{
-			ID:              uuid.NewString(),
-			MerchantID:      a.MerchantID,
-			AuthorisationID: a.ID,
-			Operation:       op,
-			Amount:          amount,
-			Currency:        a.Currency,
-			Time:            now,
-		},
-		ref: s.newRefLocked(),
-	}
 	switch {
 	case op == gateway.Void:
 		a.State = StateVoided
@@ -233,6 +220,28 @@ func (s *Sandbox) applyLocked(a *authorisation, op gateway.Operation, amount int
 	default:
 		a.State = StateCaptured
 		a.CapturedAmount = amount
+	}
+	return s.recordLocked(a, op, amount, "")
+}
+
+// recordLocked records op of amount, applied to a now with the merchant's
+// reference (empty for PaymentOptions), under a new id and reference
+// number: in the ledger, among the operations the status call finds, and as
+// a's last update. The caller has moved a's amounts and state.
+func (s *Sandbox) recordLocked(a *authorisation, op gateway.Operation, amount int64, reference string) opEntry {
+	now := time.Now().UTC()
+	e := opEntry{
+		Operation: Operation{
+			ID:              uuid.NewString(),
+			MerchantID:      a.MerchantID,
+			AuthorisationID: a.ID,
+			Operation:       op,
+			Amount:          amount,
+			Currency:        a.Currency,
+			Time:            now,
+			Reference:       reference,
+		},
+		ref: s.newRefLocked(),
 	}
 	a.UpdatedAt = now
 	s.ops[e.ID] = e

@@ -302,13 +302,27 @@ func (s *Sandbox) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "ERR0404", msgNoEndpoint, nil)
 		return
 	}
+	s.serveCall(w, r, endpoint, endpoint == EndpointStatus, answerFault, func(w http.ResponseWriter) outcome {
+		return s.serveEndpoint(w, r, endpoint, statusID)
+	})
+}
 
+// serveCall serves one call of a gateway endpoint, of either gateway: it
+// counts the call, waits Options.Latency, and, unless isStatus (a status
+// endpoint) is set and Faults.FaultStatus is not, the faults' latency, then
+// rolls the faults that strike before the request is read (a drop, or an
+// answer written by writeFault in the gateway's shape). When none strikes,
+// serve handles the request. A handler's outcome that asks for a drop
+// closes the connection. One record is logged per call.
+func (s *Sandbox) serveCall(w http.ResponseWriter, r *http.Request, endpoint string, isStatus bool,
+	writeFault func(w http.ResponseWriter, fault string, status int, f Faults),
+	serve func(w http.ResponseWriter) outcome) {
 	s.mu.Lock()
 	s.calls[endpoint]++
 	faults := s.faults
 	s.mu.Unlock()
 
-	faulted := endpoint != EndpointStatus || faults.FaultStatus
+	faulted := !isStatus || faults.FaultStatus
 	delay := s.opts.Latency
 	if faulted {
 		delay += faults.Latency
@@ -317,7 +331,20 @@ func (s *Sandbox) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec := &recorder{ResponseWriter: w}
-	res := s.serveEndpoint(rec, r, endpoint, statusID, faulted, faults)
+	var res outcome
+	fault, code := "", 0
+	if faulted {
+		fault, code = s.infrastructureFault(faults)
+	}
+	switch fault {
+	case "":
+		res = serve(rec)
+	case faultDown:
+		res = outcome{drop: true, fault: fault}
+	default:
+		writeFault(rec, fault, code, faults)
+		res = outcome{fault: fault}
+	}
 	if res.drop {
 		dropConnection(w, r)
 	}
@@ -332,17 +359,9 @@ func (s *Sandbox) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.String("fault", res.fault))
 }
 
-func (s *Sandbox) serveEndpoint(w http.ResponseWriter, r *http.Request, endpoint, statusID string, faulted bool, faults Faults) outcome {
-	if faulted {
-		switch fault, status := s.infrastructureFault(faults); fault {
-		case "":
-		case faultDown:
-			return outcome{drop: true, fault: fault}
-		default:
-			answerFault(w, fault, status, faults)
-			return outcome{fault: fault}
-		}
-	}
+// serveEndpoint handles a PaymentOptions call that no fault struck before
+// the request was read.
+func (s *Sandbox) serveEndpoint(w http.ResponseWriter, r *http.Request, endpoint, statusID string) outcome {
 	want := http.MethodPost
 	if endpoint == EndpointStatus {
 		want = http.MethodGet

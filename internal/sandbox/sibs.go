@@ -4,16 +4,12 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
-	"log/slog"
-	"math"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
 	"time"
 	"unicode/utf8"
-
-	"github.com/google/uuid"
 
 	"github.com/payworker/payworker/internal/gateway"
 )
@@ -151,47 +147,14 @@ func (s *Sandbox) serveSIBS(w http.ResponseWriter, r *http.Request, escapedID, o
 		writeSIBSError(w, http.StatusNotFound, "E0404", "Not Found", "unreadable transaction id")
 		return
 	}
-
-	s.mu.Lock()
-	s.calls[endpoint]++
-	faults := s.faults
-	s.mu.Unlock()
-
-	faulted := endpoint != EndpointSIBSStatus || faults.FaultStatus
-	delay := s.opts.Latency
-	if faulted {
-		delay += faults.Latency
-	}
-	if !sleep(r.Context(), delay) {
-		return
-	}
-	rec := &recorder{ResponseWriter: w}
-	res := s.serveSIBSEndpoint(rec, r, endpoint, id, faulted, faults)
-	if res.drop {
-		dropConnection(w, r)
-	}
-	level := slog.LevelDebug
-	if res.fault != "" {
-		level = slog.LevelInfo
-	}
-	s.log.LogAttrs(r.Context(), level, "sandbox request",
-		slog.String("endpoint", endpoint),
-		slog.Int("status", rec.status),
-		slog.Bool("applied", res.applied),
-		slog.String("fault", res.fault))
+	s.serveCall(w, r, endpoint, endpoint == EndpointSIBSStatus, answerSIBSFault, func(w http.ResponseWriter) outcome {
+		return s.serveSIBSEndpoint(w, r, endpoint, id)
+	})
 }
 
-func (s *Sandbox) serveSIBSEndpoint(w http.ResponseWriter, r *http.Request, endpoint, id string, faulted bool, faults Faults) outcome {
-	if faulted {
-		switch fault, status := s.infrastructureFault(faults); fault {
-		case "":
-		case faultDown:
-			return outcome{drop: true, fault: fault}
-		default:
-			answerSIBSFault(w, fault, status, faults)
-			return outcome{fault: fault}
-		}
-	}
+// serveSIBSEndpoint handles a SIBS call that no fault struck before the
+// request was read.
+func (s *Sandbox) serveSIBSEndpoint(w http.ResponseWriter, r *http.Request, endpoint, id string) outcome {
 	want := http.MethodPost
 	if endpoint == EndpointSIBSStatus {
 		want = http.MethodGet
@@ -406,20 +369,6 @@ func (s *Sandbox) sibsOperation(w http.ResponseWriter, r *http.Request, id strin
 // and nothing was captured; a partial cancellation of an uncaptured
 // authorisation leaves it authorised.
 func (s *Sandbox) applySIBSLocked(a *authorisation, op gateway.Operation, amount int64, reference string) opEntry {
-	now := time.Now().UTC()
-	e := opEntry{
-		Operation: Operation{
-			ID:              uuid.NewString(),
-			MerchantID:      a.MerchantID,
-			AuthorisationID: a.ID,
-			Operation:       op,
-			Amount:          amount,
-			Currency:        a.Currency,
-			Time:            now,
-			Reference:       reference,
-		},
-		ref: s.newRefLocked(),
-	}
 	if op == gateway.Capture {
 		a.CapturedAmount += amount
 	} else {
@@ -436,10 +385,7 @@ func (s *Sandbox) applySIBSLocked(a *authorisation, op gateway.Operation, amount
 	default:
 		a.State = StateVoided
 	}
-	a.UpdatedAt = now
-	s.ops[e.ID] = e
-	s.ledger = append(s.ledger, e.Operation)
-	return e
+	return s.recordLocked(a, op, amount, reference)
 }
 
 // sibsStatus answers GET /api/v1/payments/{id}/status (our reading of SPEC
@@ -535,11 +481,7 @@ func writeSIBSError(w http.ResponseWriter, status int, code, msg, description st
 func answerSIBSFault(w http.ResponseWriter, fault string, status int, f Faults) {
 	switch fault {
 	case faultRateLimit:
-		secs := int64(math.Ceil(f.RetryAfter.Seconds()))
-		if secs < 1 {
-			secs = 1
-		}
-		w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+		setRetryAfter(w, f)
 		writeSIBSError(w, status, "E0429", "Too Many Requests", "rate limited: retry later")
 	case faultError:
 		writeSIBSError(w, status, fmt.Sprintf("E%04d", status), http.StatusText(status), "injected fault")

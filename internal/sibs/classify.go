@@ -2,13 +2,10 @@ package sibs
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -79,7 +76,7 @@ func classify(op gateway.Operation, status int, retryAfter string, body []byte, 
 	switch {
 	case status == http.StatusTooManyRequests, status == http.StatusServiceUnavailable:
 		res.Outcome = gateway.Retryable
-		res.RetryAfter = parseRetryAfter(retryAfter, now)
+		res.RetryAfter = gateway.ParseRetryAfter(retryAfter, now)
 	case is2xx && decodeErr != nil:
 		res.Outcome = gateway.Unknown
 		res.Err = fmt.Errorf("sibs: %s: decode answer: %w", op, decodeErr)
@@ -108,43 +105,6 @@ func classify(op gateway.Operation, status int, retryAfter string, body []byte, 
 		res.Outcome = gateway.Unknown
 	}
 	return res
-}
-
-// classifyTransport maps an attempt that got no answer. Before the request
-// was written (dial error, connection refused, DNS, TLS handshake) nothing
-// reached the gateway: Retryable. After (timeout, reset, EOF) it may have
-// been applied: Unknown. The caller's own cancellation follows the same rule
-// with the context's error in Err.
-func classifyTransport(ctx context.Context, op gateway.Operation, written bool, err error) gateway.Result {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		err = ctxErr
-	}
-	if written {
-		return gateway.Result{Outcome: gateway.Unknown, Err: fmt.Errorf("sibs: %s: sent, no answer: %w", op, err)}
-	}
-	return gateway.Result{Outcome: gateway.Retryable, Err: fmt.Errorf("sibs: %s: not sent: %w", op, err)}
-}
-
-// parseRetryAfter reads a Retry-After header, in seconds or as an HTTP date;
-// 0 when absent, unreadable or in the past.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		switch {
-		case secs <= 0:
-			return 0
-		case secs > int64(math.MaxInt64/time.Second):
-			return time.Duration(math.MaxInt64)
-		}
-		return time.Duration(secs) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
 }
 
 // statusOf reads a status answer; see Client.Status.

@@ -1,7 +1,6 @@
 package sibs
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -69,30 +68,6 @@ func TestClassify(t *testing.T) {
 				t.Errorf("result = %+v, want 1999 EUR, code 000, transaction op-1", res)
 			}
 		})
-	}
-}
-
-func TestClassifyTransport(t *testing.T) {
-	cause := errors.New("boom")
-	cancelled, cancel := context.WithCancel(context.Background())
-	cancel()
-	tests := []struct {
-		name    string
-		ctx     context.Context
-		written bool
-		want    gateway.Outcome
-		wantErr error
-	}{
-		{"not written", context.Background(), false, gateway.Retryable, cause},
-		{"written", context.Background(), true, gateway.Unknown, cause},
-		{"cancelled after writing", cancelled, true, gateway.Unknown, context.Canceled},
-		{"cancelled before writing", cancelled, false, gateway.Retryable, context.Canceled},
-	}
-	for _, tt := range tests {
-		res := classifyTransport(tt.ctx, gateway.Void, tt.written, cause)
-		if res.Outcome != tt.want || !errors.Is(res.Err, tt.wantErr) {
-			t.Errorf("%s: classifyTransport = %v, %v; want %v, %v", tt.name, res.Outcome, res.Err, tt.want, tt.wantErr)
-		}
 	}
 }
 

@@ -23,13 +23,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -52,8 +49,6 @@ const (
 
 const (
 	paymentsPath = "/api/v1/payments/"
-	// maxAnswer bounds the answer read.
-	maxAnswer = 1 << 20
 	// maxDescription is transaction.description's documented limit.
 	maxDescription = 70
 	// timestampLayout is the seed's ISO date-time, in UTC with milliseconds.
@@ -164,8 +159,7 @@ type Client struct {
 	terminalID string
 	channel    string
 	tokens     *bearer
-	http       *http.Client
-	timeout    time.Duration
+	http       gateway.HTTP
 	now        func() time.Time
 }
 
@@ -213,13 +207,7 @@ func New(cfg Config) (*Client, error) {
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
-	var hc http.Client
-	if cfg.HTTPClient != nil {
-		hc = *cfg.HTTPClient
-	} else {
-		hc.Transport = http.DefaultTransport.(*http.Transport).Clone()
-	}
-	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	hc := gateway.NoRedirects(cfg.HTTPClient)
 	channel := cfg.Channel
 	if channel == "" {
 		channel = DefaultChannel
@@ -235,9 +223,8 @@ func New(cfg Config) (*Client, error) {
 		clientID:   cfg.ClientID,
 		terminalID: strconv.FormatUint(terminal, 10),
 		channel:    channel,
-		tokens:     newBearer(cfg, &hc, timeout),
-		http:       &hc,
-		timeout:    timeout,
+		tokens:     newBearer(cfg, hc, timeout),
+		http:       gateway.HTTP{Client: hc, Timeout: timeout},
 		now:        now,
 	}, nil
 }
@@ -246,28 +233,10 @@ func checkURL(what string, u *url.URL) error {
 	if u == nil {
 		return fmt.Errorf("sibs: %s is required", what)
 	}
-	shown := u.Redacted()
-	switch {
-	case u.Scheme != "https" && u.Scheme != "http":
-		return fmt.Errorf("sibs: %s %q: scheme must be https", what, shown)
-	case u.User != nil:
-		return fmt.Errorf("sibs: %s %q: must not carry user info", what, shown)
-	case u.Host == "" || u.Hostname() == "":
-		return fmt.Errorf("sibs: %s %q: missing host", what, shown)
-	case u.RawQuery != "" || u.Fragment != "" || u.ForceQuery:
-		return fmt.Errorf("sibs: %s %q: must not carry a query or fragment", what, shown)
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
-		return fmt.Errorf("sibs: %s %q: http:// is accepted only for a loopback host (127.0.0.0/8, ::1, localhost); use https", what, shown)
+	if err := gateway.CheckBaseURL(u); err != nil {
+		return fmt.Errorf("sibs: %s %q: %w", what, u.Redacted(), err)
 	}
 	return nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func digits(s string) bool {
@@ -282,7 +251,7 @@ func digits(s string) bool {
 // String describes c without its secrets.
 func (c Client) String() string {
 	return fmt.Sprintf("sibs.Client{BaseURL: %s, ClientID: %s, TerminalID: %s, Token: %s, Timeout: %s}",
-		c.base, c.clientID, c.terminalID, redacted, c.timeout)
+		c.base, c.clientID, c.terminalID, redacted, c.http.Timeout)
 }
 
 // Format prints String for every verb.
@@ -294,7 +263,7 @@ func (c Client) LogValue() slog.Value {
 		slog.String("gateway", c.Name()),
 		slog.String("base_url", c.base),
 		slog.String("terminal_id", c.terminalID),
-		slog.Duration("timeout", c.timeout),
+		slog.Duration("timeout", c.http.Timeout),
 	)
 }
 
@@ -460,15 +429,15 @@ func (c *Client) operation(ctx context.Context, op gateway.Operation, req gatewa
 	var res gateway.Result
 	switch {
 	case ex.tokenErr != nil:
-		res = gateway.Result{Outcome: gateway.Retryable, HTTPStatus: ex.status,
+		res = gateway.Result{Outcome: gateway.Retryable, HTTPStatus: ex.Status,
 			Err: fmt.Errorf("sibs: %s: not sent: %w", op, ex.tokenErr)}
-	case ex.status == 0:
-		res = classifyTransport(ctx, op, ex.written, ex.err)
-	case ex.err != nil:
-		res = gateway.Result{Outcome: gateway.Unknown, HTTPStatus: ex.status,
-			Err: fmt.Errorf("sibs: %s: HTTP %d: %w", op, ex.status, ex.err)}
+	case ex.Status == 0:
+		res = gateway.ClassifyTransport(ctx, "sibs", op, ex.Written, ex.Err)
+	case ex.Err != nil:
+		res = gateway.Result{Outcome: gateway.Unknown, HTTPStatus: ex.Status,
+			Err: fmt.Errorf("sibs: %s: HTTP %d: %w", op, ex.Status, ex.Err)}
 	default:
-		res = classify(op, ex.status, ex.header.Get("Retry-After"), ex.body, time.Now())
+		res = classify(op, ex.Status, ex.Header.Get("Retry-After"), ex.Body, time.Now())
 	}
 	if res.Amount == 0 {
 		res.Amount = req.Amount
@@ -536,23 +505,17 @@ func (c *Client) Status(ctx context.Context, req gateway.Request) (gateway.Statu
 	switch {
 	case ex.tokenErr != nil:
 		return gateway.Status{}, fmt.Errorf("sibs: status: %w", ex.tokenErr)
-	case ex.err != nil:
-		return gateway.Status{}, fmt.Errorf("sibs: status: %w", ex.err)
+	case ex.Err != nil:
+		return gateway.Status{}, fmt.Errorf("sibs: status: %w", ex.Err)
 	}
-	return statusOf(req, ex.status, ex.body)
+	return statusOf(req, ex.Status, ex.Body)
 }
 
-// exchange is one HTTP request and its answer. status is 0 when no answer
-// arrived; written then says whether the request may have reached the
-// gateway. err with a non-zero status is a failure to read the answer.
+// exchange is one HTTP request and its answer (see gateway.Exchange).
 // tokenErr says no token could be had: nothing was sent, or the 401 that
 // asked for a new one stands.
 type exchange struct {
-	status   int
-	header   http.Header
-	body     []byte
-	written  bool
-	err      error
+	gateway.Exchange
 	tokenErr error
 }
 
@@ -568,7 +531,7 @@ func (c *Client) send(ctx context.Context, method, path string, payload []byte) 
 		}
 	}
 	ex := c.exchange(ctx, method, path, payload, tok)
-	if ex.status != http.StatusUnauthorized || c.tokens == nil {
+	if ex.Status != http.StatusUnauthorized || c.tokens == nil {
 		return ex
 	}
 	fresh, err := c.tokens.refresh(tok)
@@ -577,47 +540,20 @@ func (c *Client) send(ctx context.Context, method, path string, payload []byte) 
 		return ex
 	case err != nil:
 		// The refresh failed, not the operation: nothing was applied.
-		return exchange{status: ex.status, tokenErr: fmt.Errorf("HTTP 401, then %w", err)}
+		return exchange{Exchange: gateway.Exchange{Status: ex.Status}, tokenErr: fmt.Errorf("HTTP 401, then %w", err)}
 	}
 	return c.exchange(ctx, method, path, payload, fresh)
 }
 
+// exchange makes one request to the gateway with the token, when there is
+// one, and the client id.
 func (c *Client) exchange(ctx context.Context, method, path string, payload []byte, token string) exchange {
-	actx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	var written atomic.Bool
-	// WroteRequest fires once the request has been handed to the connection,
-	// even when the write failed part-way: from then on the gateway may have
-	// received all of it.
-	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
-		WroteRequest: func(httptrace.WroteRequestInfo) { written.Store(true) },
-	})
-	var body io.Reader
-	if payload != nil {
-		body = bytes.NewReader(payload)
-	}
-	req, err := http.NewRequestWithContext(actx, method, c.base+path, body)
-	if err != nil {
-		return exchange{err: err}
-	}
+	h := make(http.Header)
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		h.Set("Authorization", "Bearer "+token)
 	}
 	if c.clientID != "" {
-		req.Header.Set("x-ibm-client-id", c.clientID)
+		h.Set("x-ibm-client-id", c.clientID)
 	}
-	req.Header.Set("Accept", "application/json")
-	if payload != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return exchange{written: written.Load(), err: err}
-	}
-	defer resp.Body.Close()
-	ans, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
-	if err == nil && len(ans) > maxAnswer {
-		err = fmt.Errorf("answer larger than %d bytes", maxAnswer)
-	}
-	return exchange{status: resp.StatusCode, header: resp.Header, body: ans, written: true, err: err}
+	return exchange{Exchange: c.http.Send(ctx, method, c.base+path, h, payload)}
 }
