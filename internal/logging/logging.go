@@ -47,7 +47,7 @@ func New(w io.Writer, format, level string, isTerminal bool) (*slog.Logger, erro
 }
 
 func textHandler(w io.Writer, lvl slog.Level, noColor bool) slog.Handler {
-	return tint.NewHandler(w, &tint.Options{
+	return tint.NewTextHandler(w, &tint.Options{
 		Level:       lvl,
 		ReplaceAttr: Redact,
 		TimeFormat:  "15:04:05.000",

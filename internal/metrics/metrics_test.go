@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -136,7 +137,7 @@ payworker_gateway_request_duration_seconds_count{gateway="paymentoptions",operat
 
 func TestNewSharedRuntimeCollectors(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(prometheus.NewGoCollector())
+	reg.MustRegister(collectors.NewGoCollector())
 	defer func() {
 		if r := recover(); r != nil {
 			t.Errorf("New on a registry with a Go collector panicked: %v", r)
