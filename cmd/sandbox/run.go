@@ -23,13 +23,16 @@ const shutdownTimeout = 10 * time.Second
 
 // config is the sandbox command's configuration.
 type config struct {
-	addr      string
-	apiKey    string
-	xAPIKey   string
-	latency   time.Duration
-	seed      int64
-	logFormat string
-	logLevel  slog.Level
+	addr    string
+	apiKey  string
+	xAPIKey string
+	// sibsToken and sibsClientID are what the SIBS endpoints require, if set.
+	sibsToken    string
+	sibsClientID string
+	latency      time.Duration
+	seed         int64
+	logFormat    string
+	logLevel     slog.Level
 }
 
 // LogValue logs c without the keys.
@@ -38,6 +41,8 @@ func (c config) LogValue() slog.Value {
 		slog.String("addr", c.addr),
 		slog.Bool("api_key_set", c.apiKey != ""),
 		slog.Bool("x_api_key_set", c.xAPIKey != ""),
+		slog.Bool("sibs_token_set", c.sibsToken != ""),
+		slog.Bool("sibs_client_id_set", c.sibsClientID != ""),
 		slog.Duration("latency", c.latency),
 		slog.Int64("seed", c.seed),
 	)
@@ -47,11 +52,15 @@ func (c config) LogValue() slog.Value {
 // Errors name the variable or flag.
 func parseConfig(args []string, getenv func(string) string, output io.Writer) (config, error) {
 	c := config{
-		addr:      "127.0.0.1:8099",
-		apiKey:    getenv("SANDBOX_API_KEY"),
-		xAPIKey:   getenv("SANDBOX_X_API_KEY"),
-		seed:      1,
-		logFormat: strings.ToLower(getenv("LOG_FORMAT")),
+		addr:    "127.0.0.1:8099",
+		apiKey:  getenv("SANDBOX_API_KEY"),
+		xAPIKey: getenv("SANDBOX_X_API_KEY"),
+		// The SIBS endpoints check the bearer token and x-ibm-client-id
+		// only when these are set.
+		sibsToken:    getenv("SANDBOX_SIBS_TOKEN"),
+		sibsClientID: getenv("SANDBOX_SIBS_CLIENT_ID"),
+		seed:         1,
+		logFormat:    strings.ToLower(getenv("LOG_FORMAT")),
 	}
 	if v := getenv("SANDBOX_ADDR"); v != "" {
 		c.addr = v
@@ -112,8 +121,8 @@ func newLogger(w io.Writer, format string, level slog.Level) *slog.Logger {
 }
 
 // run serves the sandbox until ctx ends, then shuts it down gracefully and
-// returns nil. It writes one line to stdout, PAYMENTOPTIONS_BASE_URL=<base>,
-// once it listens; logs go to stderr.
+// returns nil. Once it listens it writes two lines to stdout,
+// PAYMENTOPTIONS_BASE_URL=<base> and SIBS_BASE_URL=<base>; logs go to stderr.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args[1:], getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -125,18 +134,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log := newLogger(stderr, cfg.logFormat, cfg.logLevel)
 
 	sb := sandbox.New(sandbox.Options{
-		APIKey:  cfg.apiKey,
-		XAPIKey: cfg.xAPIKey,
-		Latency: cfg.latency,
-		Logger:  log,
-		Seed:    cfg.seed,
+		APIKey:       cfg.apiKey,
+		XAPIKey:      cfg.xAPIKey,
+		SIBSToken:    cfg.sibsToken,
+		SIBSClientID: cfg.sibsClientID,
+		Latency:      cfg.latency,
+		Logger:       log,
+		Seed:         cfg.seed,
 	})
 	base, stop, err := sb.Start(cfg.addr)
 	if err != nil {
 		return fmt.Errorf("SANDBOX_ADDR %s: %w", cfg.addr, err)
 	}
 	log.Info("sandbox gateway listening", slog.String("base_url", base), slog.Any("config", cfg))
-	if _, err := fmt.Fprintf(stdout, "PAYMENTOPTIONS_BASE_URL=%s\n", base); err != nil {
+	if _, err := fmt.Fprintf(stdout, "PAYMENTOPTIONS_BASE_URL=%s\nSIBS_BASE_URL=%s\n", base, sb.SIBSBaseURL()); err != nil {
 		log.Warn("cannot write the base URL to stdout", slog.Any("error", err))
 	}
 

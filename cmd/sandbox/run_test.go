@@ -42,11 +42,13 @@ func TestRunServesPaymentAndCapture(t *testing.T) {
 	stdoutR, stdoutW := io.Pipe()
 	var stderr syncBuffer
 	e := env{
-		"SANDBOX_ADDR":      "127.0.0.1:0",
-		"SANDBOX_API_KEY":   "basic-secret",
-		"SANDBOX_X_API_KEY": "x-secret",
-		"LOG_FORMAT":        "json",
-		"LOG_LEVEL":         "debug",
+		"SANDBOX_ADDR":           "127.0.0.1:0",
+		"SANDBOX_API_KEY":        "basic-secret",
+		"SANDBOX_X_API_KEY":      "x-secret",
+		"SANDBOX_SIBS_TOKEN":     "bearer-secret",
+		"SANDBOX_SIBS_CLIENT_ID": "client-1",
+		"LOG_FORMAT":             "json",
+		"LOG_LEVEL":              "debug",
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -54,11 +56,20 @@ func TestRunServesPaymentAndCapture(t *testing.T) {
 		stdoutW.Close()
 	}()
 
-	line, err := bufio.NewReader(stdoutR).ReadString('\n')
+	out := bufio.NewReader(stdoutR)
+	line, err := out.ReadString('\n')
 	if err != nil {
 		t.Fatalf("reading the base URL from stdout: %v (stderr %s)", err, stderr.String())
 	}
-	go func() { _, _ = io.Copy(io.Discard, stdoutR) }()
+	sibsLine, err := out.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the SIBS base URL from stdout: %v", err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	sibsBase, ok := strings.CutPrefix(strings.TrimSpace(sibsLine), "SIBS_BASE_URL=")
+	if !ok || !strings.HasPrefix(sibsBase, "http://127.0.0.1:") {
+		t.Fatalf("second stdout line = %q, want SIBS_BASE_URL=http://127.0.0.1:PORT", sibsLine)
+	}
 	base, ok := strings.CutPrefix(strings.TrimSpace(line), "PAYMENTOPTIONS_BASE_URL=")
 	if !ok || !strings.HasPrefix(base, "http://127.0.0.1:") || !strings.HasSuffix(base, "/api/v1") {
 		t.Fatalf("stdout line = %q, want PAYMENTOPTIONS_BASE_URL=http://127.0.0.1:PORT/api/v1", line)
@@ -96,6 +107,33 @@ func TestRunServesPaymentAndCapture(t *testing.T) {
 		t.Errorf("capture = %d %v, want 201 INFO0001", code, ans)
 	}
 
+	// The SIBS endpoints require the configured bearer token and client id.
+	for _, tc := range []struct {
+		name          string
+		token, client string
+		want          int
+	}{
+		{"no credentials", "", "", http.StatusUnauthorized},
+		{"wrong token", "Bearer nope", "client-1", http.StatusUnauthorized},
+		{"both", "Bearer bearer-secret", "client-1", http.StatusOK},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, sibsBase+"/api/v1/payments/"+id+"/status", nil)
+		if tc.token != "" {
+			req.Header.Set("Authorization", tc.token)
+		}
+		if tc.client != "" {
+			req.Header.Set("x-ibm-client-id", tc.client)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("SIBS status (%s): %v", tc.name, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("SIBS status (%s) = %d, want %d", tc.name, resp.StatusCode, tc.want)
+		}
+	}
+
 	cancel()
 	select {
 	case err := <-errc:
@@ -111,7 +149,7 @@ func TestRunServesPaymentAndCapture(t *testing.T) {
 			t.Errorf("logs lack %s:\n%s", want, logs)
 		}
 	}
-	for _, secret := range []string{"basic-secret", "x-secret", "5200000000001005"} {
+	for _, secret := range []string{"basic-secret", "x-secret", "bearer-secret", "5200000000001005"} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("logs show %q:\n%s", secret, logs)
 		}
