@@ -385,7 +385,10 @@ func TestRetryClassificationAsTheHandlerApplies(t *testing.T) {
 		captures   int
 		statuses   int
 		reconciled bool
-		errCode    string
+		// confirmed: the status call that settled it followed a decline at
+		// once (an answer, nothing to wait for), not an unknown outcome.
+		confirmed bool
+		errCode   string
 	}{
 		{name: "201 success", kind: succeeded, captures: 1},
 		{name: "4xx decline: 404 unknown transaction", plan: []step{answer(404, refusal(404, "ERR0404", "Transaction not found", "404"))},
@@ -428,6 +431,11 @@ func TestRetryClassificationAsTheHandlerApplies(t *testing.T) {
 			kind: succeeded, captures: 1, statuses: 1, reconciled: true},
 		{name: "response_code 94 duplicate transmission: reconciled", plan: []step{{apply: true, status: 200, body: refusal(200, "ERR0094", "Duplicate transmission", "94")}},
 			kind: succeeded, captures: 1, statuses: 1, reconciled: true},
+		// The resend after an unclear attempt is refused as "already
+		// captured" because the first attempt took effect late: one more
+		// status call tells that echo from a real refusal.
+		{name: "504, then a 412 that echoes our own capture: confirmed by status", plan: []step{answer(504, ""), {apply: true, status: 412, body: refusal(412, "ERR0412", "Transaction already captured", "412")}},
+			kind: succeeded, captures: 2, statuses: 2, reconciled: true, confirmed: true},
 		{name: "503 on every call: dead-lettered after RETRY_MAX_ATTEMPTS", plan: repeat(answer(503, ""), 10),
 			kind: dead, captures: 10, errCode: "retries_exhausted"},
 	} {
@@ -467,7 +475,7 @@ func TestRetryClassificationAsTheHandlerApplies(t *testing.T) {
 			// One backoff sleep after every capture attempt but the last
 			// (before the status call when its outcome was unknown).
 			wantSleeps := tc.captures - 1
-			if tc.reconciled {
+			if tc.reconciled && !tc.confirmed {
 				wantSleeps++
 			}
 			if tc.kind != dead && len(got.sleeps) != wantSleeps {

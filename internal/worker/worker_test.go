@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payworker/payworker/internal/events"
+	"github.com/payworker/payworker/internal/gateway"
 	"github.com/payworker/payworker/internal/handlers"
 	"github.com/payworker/payworker/internal/sandbox"
 	"github.com/payworker/payworker/internal/systemtest"
@@ -272,3 +273,41 @@ func TestGatewayDownDeadLetters(t *testing.T) {
 }
 
 var _ = jetstream.MsgIDHeader
+
+func TestGatewayNotConfiguredIsRejected(t *testing.T) {
+	s := systemtest.Start(t, systemtest.DefaultOptions()) // PaymentOptions only
+	auth := s.Sandbox.Authorise(merchant, 1000, "EUR")
+	s.Publish(t, "capture", systemtest.Cmd{"command_id": "to-sibs", "type": "capture", "merchant_id": merchant,
+		"transaction_id": auth, "amount": 1000, "currency": "EUR", "gateway": "sibs"})
+	rej := s.WaitKind(t, merchant, "to-sibs", events.Rejected)
+	if e := rej.Event.Data.Error; e == nil || e.Code != "gateway_not_configured" || e.Field != "gateway" || !strings.HasPrefix(e.Message, "gateway:") {
+		t.Errorf("rejection = %+v, want gateway_not_configured naming the gateway field", rej.Event.Data.Error)
+	}
+	s.Settle(t)
+	if n := s.Sandbox.Calls("capture") + s.Sandbox.Calls("status"); n != 0 {
+		t.Errorf("gateway calls = %d, want none", n)
+	}
+}
+
+// TestUnclearCaptureOfAVoidedAuthorisationFails: an attempt whose outcome is
+// unknown is reconciled through the status call; when that shows the
+// authorisation voided, the capture cannot have happened and cannot happen:
+// a final failure, without a second capture call.
+func TestUnclearCaptureOfAVoidedAuthorisationFails(t *testing.T) {
+	s := systemtest.Start(t, systemtest.DefaultOptions())
+	auth := s.Sandbox.Authorise(merchant, 1000, "EUR")
+	if res := s.Gateway.Void(context.Background(), gateway.Request{Operation: gateway.Void, MerchantID: merchant, TransactionID: auth}); res.Outcome != gateway.Succeeded {
+		t.Fatalf("void before the test = %v (%v), want succeeded", res.Outcome, res.Err)
+	}
+	s.Sandbox.SetFaults(sandbox.Faults{ErrorRate: 1, ErrorStatus: 502}) // capture and void only; status answers
+	s.Publish(t, "capture", systemtest.Cmd{"command_id": "late", "type": "capture", "merchant_id": merchant,
+		"transaction_id": auth, "amount": 1000, "currency": "EUR"})
+	got := s.WaitKind(t, merchant, "late", events.CaptureFailed)
+	if e := got.Event.Data.Error; e == nil || e.Code != "authorisation_state" || !got.Event.Data.Reconciled {
+		t.Errorf("failure = %+v (reconciled %v), want authorisation_state from the status call", e, got.Event.Data.Reconciled)
+	}
+	s.Settle(t)
+	if n := s.Sandbox.Calls("capture"); n != 1 {
+		t.Errorf("capture calls = %d, want 1", n)
+	}
+}
