@@ -8,9 +8,10 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/payworker/payworker/internal/testenv"
 )
 
 // env is a fake environment.
@@ -18,29 +19,11 @@ type env map[string]string
 
 func (e env) get(name string) string { return e[name] }
 
-// syncBuffer is a bytes.Buffer safe for the logger and the test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestRunServesPaymentAndCapture(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stdoutR, stdoutW := io.Pipe()
-	var stderr syncBuffer
+	var stderr testenv.LogBuffer
 	e := env{
 		"SANDBOX_ADDR":           "127.0.0.1:0",
 		"SANDBOX_API_KEY":        "basic-secret",

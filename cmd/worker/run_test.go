@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,31 +22,12 @@ import (
 	"github.com/payworker/payworker/schemas"
 )
 
-// syncBuffer is the stderr of a running worker: written by its logger while
-// the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // running is one run() of the worker in a goroutine, as main starts it.
 type running struct {
 	t      testing.TB
 	cancel context.CancelFunc
 	done   chan error
-	stderr *syncBuffer
+	stderr *testenv.LogBuffer
 	env    env
 }
 
@@ -58,7 +37,7 @@ type running struct {
 func startRun(t testing.TB, e env) *running {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{t: t, cancel: cancel, done: make(chan error, 1), stderr: &syncBuffer{}, env: e}
+	r := &running{t: t, cancel: cancel, done: make(chan error, 1), stderr: &testenv.LogBuffer{}, env: e}
 	go func() { r.done <- run(ctx, []string{"worker"}, e.get, io.Discard, r.stderr) }()
 	t.Cleanup(func() {
 		cancel()

@@ -20,6 +20,7 @@ import (
 	"github.com/payworker/payworker/internal/idempotency"
 	"github.com/payworker/payworker/internal/sandbox"
 	"github.com/payworker/payworker/internal/systemtest"
+	"github.com/payworker/payworker/internal/testenv"
 )
 
 // stores are the idempotency stores every failure test runs against.
@@ -524,24 +525,6 @@ func (s *storeSpy) fencedWrites() []string {
 	return slices.Clone(s.fenced)
 }
 
-// logBuffer collects a worker's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestTakeoverRaceFencing: worker w1 holds a key and stalls past its lease;
 // worker w2 takes the key over, reconciles and completes it. When w1 wakes up
 // its writes are refused by the fencing token (ErrFenced): it records nothing
@@ -568,7 +551,7 @@ func TestTakeoverRaceFencing(t *testing.T) {
 				spy1, spy2 := &storeSpy{}, &storeSpy{}
 				o1 := o
 				o1.Concurrency = 1 // w1's one slot stays busy while it is paused
-				w1log := &logBuffer{}
+				w1log := &testenv.LogBuffer{}
 				o1.Logger = slog.New(slog.NewJSONHandler(w1log, nil))
 				o1.WrapStore = func(st handlers.Store) handlers.Store { spy1.Store = st; return spy1 }
 				paused := make(chan struct{})
