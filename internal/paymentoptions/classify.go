@@ -50,7 +50,7 @@ func classify(op gateway.Operation, status int, retryAfter string, body []byte, 
 		ans.fill(&res)
 	}
 	refused := decodeErr == nil && !ans.Success
-	rc, hasRC := ans.PaymentDetails.ResponseCode.number()
+	rc, hasRC := number(ans.PaymentDetails.ResponseCode)
 	is2xx := status >= 200 && status <= 299
 
 	switch {
@@ -110,19 +110,19 @@ type answer struct {
 		Message string `json:"message"`
 	} `json:"gateway_response"`
 	PaymentDetails struct {
-		Amount       flexAmount `json:"amount"`
-		ResponseCode flexText   `json:"response_code"`
-		AuthCode     flexText   `json:"auth_code"`
-		Currency     string     `json:"currency"`
-		Scheme       string     `json:"scheme"`
+		Amount       flexAmount   `json:"amount"`
+		ResponseCode gateway.Text `json:"response_code"`
+		AuthCode     gateway.Text `json:"auth_code"`
+		Currency     string       `json:"currency"`
+		Scheme       string       `json:"scheme"`
 		Card         struct {
 			Number maskedPAN `json:"number"`
 		} `json:"card"`
 	} `json:"payment_details"`
 	TransactionDetails struct {
-		ID        string   `json:"id"`
-		Ref       flexText `json:"ref"`
-		Timestamp string   `json:"timestamp"`
+		ID        string       `json:"id"`
+		Ref       gateway.Text `json:"ref"`
+		Timestamp string       `json:"timestamp"`
 	} `json:"transaction_details"`
 }
 
@@ -151,7 +151,7 @@ func (a *answer) fill(res *gateway.Result) {
 type maskedPAN string
 
 func (m *maskedPAN) UnmarshalJSON(b []byte) error {
-	var t flexText
+	var t gateway.Text
 	if err := t.UnmarshalJSON(b); err != nil {
 		return errors.New("card number is neither a string nor a number")
 	}
@@ -159,32 +159,9 @@ func (m *maskedPAN) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// flexText reads a JSON string or number as text; null is empty.
-type flexText string
-
-func (t *flexText) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	switch {
-	case string(b) == "null":
-		*t = ""
-	case len(b) > 0 && b[0] == '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*t = flexText(s)
-	default:
-		var n json.Number
-		if err := json.Unmarshal(b, &n); err != nil {
-			return err
-		}
-		*t = flexText(n)
-	}
-	return nil
-}
-
-func (t flexText) number() (int, bool) {
-	n, err := strconv.Atoi(strings.TrimSpace(string(t)))
+// number reads t as a whole number.
+func number(t gateway.Text) (int, bool) {
+	n, err := strconv.Atoi(t.Trim())
 	return n, err == nil
 }
 
@@ -197,7 +174,7 @@ type flexAmount struct {
 
 func (a *flexAmount) UnmarshalJSON(b []byte) error {
 	*a = flexAmount{}
-	var t flexText
+	var t gateway.Text
 	if t.UnmarshalJSON(b) != nil {
 		return nil
 	}

@@ -69,7 +69,7 @@ func classify(op gateway.Operation, status int, retryAfter string, body []byte, 
 		ans.fill(&res)
 	}
 	ps := ans.PaymentStatus
-	ok := ans.ReturnStatus.StatusCode.String() == statusOK
+	ok := ans.ReturnStatus.StatusCode.Trim() == statusOK
 	success := strings.EqualFold(ps, psSuccess)
 	is2xx := status >= 200 && status <= 299
 
@@ -124,7 +124,7 @@ func statusOf(req gateway.Request, httpStatus int, body []byte) (gateway.Status,
 	if decodeErr != nil {
 		return gateway.Status{}, fmt.Errorf("sibs: status: decode answer: %w: %w", decodeErr, ErrUnexpectedAnswer)
 	}
-	if code := ans.ReturnStatus.StatusCode.String(); code != statusOK {
+	if code := ans.ReturnStatus.StatusCode.Trim(); code != statusOK {
 		return gateway.Status{}, fmt.Errorf("sibs: status: statusCode %q: %w", code, ErrUnexpectedAnswer)
 	}
 	if !strings.EqualFold(ans.PaymentType, typeAuth) {
@@ -193,9 +193,9 @@ func statusOf(req gateway.Request, httpStatus int, body []byte) (gateway.Status,
 // read.
 type answer struct {
 	ReturnStatus struct {
-		StatusCode        flexText `json:"statusCode"`
-		StatusMsg         string   `json:"statusMsg"`
-		StatusDescription string   `json:"statusDescription"`
+		StatusCode        gateway.Text `json:"statusCode"`
+		StatusMsg         string       `json:"statusMsg"`
+		StatusDescription string       `json:"statusDescription"`
 	} `json:"returnStatus"`
 	PaymentStatus        string       `json:"paymentStatus"`
 	PaymentType          string       `json:"paymentType"`
@@ -269,7 +269,7 @@ func decodeAnswer(body []byte, ans *answer) error {
 }
 
 func (a *answer) fill(res *gateway.Result) {
-	res.Code = a.ReturnStatus.StatusCode.String()
+	res.Code = a.ReturnStatus.StatusCode.Trim()
 	res.Message = a.ReturnStatus.StatusMsg
 	if res.Message == "" {
 		res.Message = a.ReturnStatus.StatusDescription
@@ -290,29 +290,3 @@ func (a *answer) fill(res *gateway.Result) {
 		}
 	}
 }
-
-// flexText reads a JSON string or number as text; null is empty.
-type flexText string
-
-func (t *flexText) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	switch {
-	case string(b) == "null":
-		*t = ""
-	case len(b) > 0 && b[0] == '"':
-		var s string
-		if err := json.Unmarshal(b, &s); err != nil {
-			return err
-		}
-		*t = flexText(s)
-	default:
-		var n json.Number
-		if err := json.Unmarshal(b, &n); err != nil {
-			return err
-		}
-		*t = flexText(n)
-	}
-	return nil
-}
-
-func (t flexText) String() string { return strings.TrimSpace(string(t)) }
