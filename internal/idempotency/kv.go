@@ -371,43 +371,20 @@ func (s *KVStore) Renew(ctx context.Context, scope, key string, token int64, lea
 // EventID returns nil; any other Complete of a completed, released, missing
 // or re-claimed record returns ErrFenced.
 func (s *KVStore) Complete(ctx context.Context, scope, key string, token int64, out Outcome) error {
-	if err := checkKey(scope, key); err != nil {
-		return err
-	}
 	if _, err := marshalOutcome(out); err != nil {
 		return err
 	}
-	var freeLock string
-	err := retry(ctx, "complete", func() error {
-		rk := recordKVKey(scope, key)
-		re, rec, err := s.readHeld(ctx, rk, token)
-		if err != nil {
-			return err
-		}
+	return s.finish(ctx, "complete", scope, key, token, func(rec *Record) (bool, error) {
 		switch {
 		case rec.State == StateCompleted && rec.Outcome != nil && rec.Outcome.EventID == out.EventID:
-			freeLock = rec.TxnLock
-			return nil
+			return false, nil // the same Complete again: done already
 		case rec.State != StateInProgress:
-			return ErrFenced
+			return false, ErrFenced
 		}
 		o := out
-		rec.State, rec.Holder, rec.LeaseUntil, rec.UpdatedAt, rec.Outcome = StateCompleted, "", time.Time{}, s.now().UTC(), &o
-		v, err := marshalRecord(rec)
-		if err != nil {
-			return err
-		}
-		if _, err := s.kv.Update(ctx, rk, v, re.rev); err != nil {
-			return err
-		}
-		freeLock = rec.TxnLock
-		return nil
+		rec.State, rec.Holder, rec.LeaseUntil, rec.Outcome = StateCompleted, "", time.Time{}, &o
+		return true, nil
 	})
-	if err != nil {
-		return kvErr("complete", err)
-	}
-	s.freeLock(ctx, scope, freeLock, key, token)
-	return nil
 }
 
 // Release gives the key back under token: the record becomes released, its
@@ -416,33 +393,49 @@ func (s *KVStore) Complete(ctx context.Context, scope, key string, token int64, 
 // same token is harmless. It returns ErrFenced when the record is missing,
 // completed or claimed by another token.
 func (s *KVStore) Release(ctx context.Context, scope, key string, token int64, uncertain bool) error {
+	return s.finish(ctx, "release", scope, key, token, func(rec *Record) (bool, error) {
+		if rec.State != StateInProgress && rec.State != StateReleased {
+			return false, ErrFenced
+		}
+		rec.State, rec.Holder, rec.LeaseUntil = StateReleased, "", time.Time{}
+		rec.Uncertain = rec.Uncertain || uncertain
+		return true, nil
+	})
+}
+
+// finish ends token's hold on a record: change decides from the record held
+// under token whether to write it (and edits it) or fails with ErrFenced; the
+// write is a compare-and-set on the revision read, retried on a lost race.
+// Afterwards the transaction lock is freed if this key and token hold it.
+func (s *KVStore) finish(ctx context.Context, op, scope, key string, token int64, change func(*Record) (write bool, err error)) error {
 	if err := checkKey(scope, key); err != nil {
 		return err
 	}
 	var freeLock string
-	err := retry(ctx, "release", func() error {
+	err := retry(ctx, op, func() error {
 		rk := recordKVKey(scope, key)
 		re, rec, err := s.readHeld(ctx, rk, token)
 		if err != nil {
 			return err
 		}
-		if rec.State != StateInProgress && rec.State != StateReleased {
-			return ErrFenced
+		write, err := change(&rec)
+		if err != nil {
+			return err
 		}
-		rec.State, rec.Holder, rec.LeaseUntil, rec.UpdatedAt = StateReleased, "", time.Time{}, s.now().UTC()
-		rec.Uncertain = rec.Uncertain || uncertain
+		freeLock = rec.TxnLock
+		if !write {
+			return nil
+		}
+		rec.UpdatedAt = s.now().UTC()
 		v, err := marshalRecord(rec)
 		if err != nil {
 			return err
 		}
-		if _, err := s.kv.Update(ctx, rk, v, re.rev); err != nil {
-			return err
-		}
-		freeLock = rec.TxnLock
-		return nil
+		_, err = s.kv.Update(ctx, rk, v, re.rev)
+		return err
 	})
 	if err != nil {
-		return kvErr("release", err)
+		return kvErr(op, err)
 	}
 	s.freeLock(ctx, scope, freeLock, key, token)
 	return nil
