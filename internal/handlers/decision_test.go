@@ -42,6 +42,9 @@ type step struct {
 	// set) replace its answer, or drop closes the connection unanswered.
 	apply bool
 	drop  bool
+	// applyAfter answers 504 at once and has the sandbox apply the
+	// capture that long after (real time): a gateway still processing.
+	applyAfter time.Duration
 }
 
 // answer is a step answering status with body, not applied.
@@ -71,11 +74,17 @@ type scripted struct {
 	srv    *httptest.Server
 	closed string // a loopback address nothing listens on
 
-	mu       sync.Mutex
-	plan     []step
-	captures int // capture attempts, refused ones included
-	statuses int
+	mu   sync.Mutex
+	plan []step
+	// statusPlan scripts the status calls the same way; past its end
+	// (and for a step with no status) the sandbox answers them.
+	statusPlan []step
+	captures   int // capture attempts, refused ones included
+	statuses   int
 }
+
+// statusStep numbers status calls apart from capture calls.
+const statusStep = 1000
 
 func startScripted(t *testing.T) (*scripted, *paymentoptions.Client) {
 	t.Helper()
@@ -122,10 +131,10 @@ type roundTripper func(*http.Request) (*http.Response, error)
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // reset starts a new case: a new script, counters at zero.
-func (g *scripted) reset(plan []step) {
+func (g *scripted) reset(plan, statusPlan []step) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.plan, g.captures, g.statuses = plan, 0, 0
+	g.plan, g.statusPlan, g.captures, g.statuses = plan, statusPlan, 0, 0
 }
 
 func (g *scripted) counts() (captures, statuses int) {
@@ -134,7 +143,8 @@ func (g *scripted) counts() (captures, statuses int) {
 	return g.captures, g.statuses
 }
 
-// count counts a call and returns the capture call's number, from 0.
+// count counts a call and returns its number, from 0 for captures and from
+// statusStep for status calls.
 func (g *scripted) count(path string) int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -143,12 +153,15 @@ func (g *scripted) count(path string) int {
 		return g.captures - 1
 	}
 	g.statuses++
-	return -1
+	return statusStep + g.statuses - 1
 }
 
 func (g *scripted) step(i int, path string) (step, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if i >= statusStep && !strings.HasSuffix(path, "/capture") && i-statusStep < len(g.statusPlan) {
+		return g.statusPlan[i-statusStep], true
+	}
 	if !strings.HasSuffix(path, "/capture") || i < 0 || i >= len(g.plan) {
 		return step{}, false
 	}
@@ -170,6 +183,23 @@ func (g *scripted) serve(w http.ResponseWriter, r *http.Request) {
 		if rec.Code != http.StatusCreated {
 			panic(fmt.Sprintf("sandbox did not apply the scripted capture: %d %s", rec.Code, rec.Body))
 		}
+	}
+	if s.applyAfter > 0 {
+		// The gateway is still processing: it answers 504 now and applies
+		// the capture a little later.
+		body, _ := io.ReadAll(r.Body)
+		late := r.Clone(context.WithoutCancel(r.Context()))
+		go func() {
+			time.Sleep(s.applyAfter)
+			late.Body = io.NopCloser(bytes.NewReader(body))
+			g.sb.Handler().ServeHTTP(httptest.NewRecorder(), late)
+		}()
+		w.WriteHeader(http.StatusGatewayTimeout)
+		return
+	}
+	if s.status == 0 && !s.drop {
+		g.sb.Handler().ServeHTTP(w, r)
+		return
 	}
 	if s.drop {
 		conn, _, err := http.NewResponseController(w).Hijack()
@@ -193,6 +223,9 @@ type clock struct {
 	mu     sync.Mutex
 	now    time.Time
 	sleeps []time.Duration
+	// real: Sleep also sleeps, for tests against a gateway acting in
+	// real time.
+	real bool
 }
 
 func (c *clock) Now() time.Time {
@@ -202,6 +235,9 @@ func (c *clock) Now() time.Time {
 }
 
 func (c *clock) Sleep(ctx context.Context, d time.Duration) error {
+	if c.real {
+		time.Sleep(d)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sleeps = append(c.sleeps, d)
@@ -259,6 +295,14 @@ const merchant = "M0001"
 
 func newBench(t *testing.T, retry handlers.Retry) *bench {
 	t.Helper()
+	return newBenchSettled(t, retry, 0)
+}
+
+// newBenchSettled is newBench with a settle delay for the gateway, and a
+// clock whose Sleep also sleeps for real when settle is set, so that what
+// the gateway does in real time is seen in its order.
+func newBenchSettled(t *testing.T, retry handlers.Retry, settle time.Duration) *bench {
+	t.Helper()
 	n := testenv.StartNATS(t)
 	_, js := n.Connect(t)
 	ctx := context.Background()
@@ -276,10 +320,15 @@ func newBench(t *testing.T, retry handlers.Retry) *bench {
 		t.Fatal(err)
 	}
 	r := testenv.StartRedis(t)
-	store := idempotency.NewRedis(r.Client(t), idempotency.RedisOptions{Prefix: r.Prefix, TTL: time.Hour})
+	reg, err := idempotency.NewKVScopeRegistry(ctx, js, "", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := idempotency.NewRedis(r.Client(t), idempotency.RedisOptions{Prefix: r.Prefix, TTL: time.Hour, Registry: reg})
 	gw, po := startScripted(t)
-	c := &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
+	c := &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), real: settle > 0}
 	h := handlers.New(handlers.Config{
+		Settle:    map[string]time.Duration{"paymentoptions": settle},
 		JetStream: js, Streams: cfg, Store: store,
 		Gateways: map[string]handlers.Gateway{"paymentoptions": po}, DefaultGateway: "paymentoptions",
 		Retry: retry, Lease: 30 * time.Second, AckWait: 30 * time.Second,
@@ -303,12 +352,17 @@ type outcome struct {
 // new key, has the handler handle it with plan as the gateway's script, and
 // returns what came of it: its settlement, the gateway calls, its one event.
 func (b *bench) capture(plan []step, amount int64) outcome {
+	return b.captureScripted(plan, nil, amount)
+}
+
+// captureScripted is capture with the status calls scripted too.
+func (b *bench) captureScripted(plan, statusPlan []step, amount int64) outcome {
 	t := b.t
 	t.Helper()
 	b.n++
 	key := "key-" + strconv.Itoa(b.n)
 	auth := b.gw.sb.Authorise(merchant, 1000, "EUR")
-	b.gw.reset(plan)
+	b.gw.reset(plan, statusPlan)
 	b.clock.take()
 	body, _ := json.Marshal(map[string]any{"command_id": key, "type": "capture", "merchant_id": merchant,
 		"transaction_id": auth, "amount": amount, "currency": "EUR"})
@@ -377,9 +431,10 @@ func TestRetryClassificationAsTheHandlerApplies(t *testing.T) {
 		unclear   = refusal(200, "ERR0680", "Transaction result is unclear", "680")
 	)
 	for _, tc := range []struct {
-		name   string
-		plan   []step
-		amount int64
+		name       string
+		plan       []step
+		statusPlan []step
+		amount     int64
 		// want
 		kind       string
 		captures   int
@@ -436,6 +491,18 @@ func TestRetryClassificationAsTheHandlerApplies(t *testing.T) {
 		// status call tells that echo from a real refusal.
 		{name: "504, then a 412 that echoes our own capture: confirmed by status", plan: []step{answer(504, ""), {apply: true, status: 412, body: refusal(412, "ERR0412", "Transaction already captured", "412")}},
 			kind: succeeded, captures: 2, statuses: 2, reconciled: true, confirmed: true},
+		// A decline after an unclear attempt is not believed until a
+		// status answer says the operation did not take effect; a status
+		// call that fails or is unclear is asked again, and at the end of
+		// the budget the outcome is unknown, never a failure.
+		{name: "504, then a 412, status failing to the end: outcome_unknown, not failed",
+			plan:       []step{answer(504, ""), answer(412, refusal(412, "ERR0412", "Transaction already captured", "412"))},
+			statusPlan: append([]step{{}}, repeat(answer(503, ""), 9)...),
+			kind:       dead, captures: 2, statuses: 8, errCode: "outcome_unknown"},
+		{name: "504, then a real 412, status failing once: asked again, then failed",
+			plan:       []step{answer(504, ""), answer(412, refusal(412, "ERR0412", "Transaction already captured", "412"))},
+			statusPlan: []step{{}, answer(503, "")},
+			kind:       failed, captures: 2, statuses: 3, reconciled: true, errCode: "gateway_declined"},
 		{name: "503 on every call: dead-lettered after RETRY_MAX_ATTEMPTS", plan: repeat(answer(503, ""), 10),
 			kind: dead, captures: 10, errCode: "retries_exhausted"},
 	} {
@@ -445,7 +512,7 @@ func TestRetryClassificationAsTheHandlerApplies(t *testing.T) {
 			if amount == 0 {
 				amount = 1000
 			}
-			got := b.capture(tc.plan, amount)
+			got := b.captureScripted(tc.plan, tc.statusPlan, amount)
 			if got.kind != tc.kind {
 				t.Errorf("event = %s (%+v), want %s", got.kind, got.event.Data.Error, tc.kind)
 			}
@@ -537,6 +604,40 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 			if got.captures != 2 || got.kind != events.CaptureSucceeded.Type() {
 				t.Errorf("%d captures, event %s; want the second to succeed", got.captures, got.kind)
 			}
+		})
+	}
+}
+
+// TestSettleDelayBeforeStatus: a gateway that answers 504 while it is still
+// processing the capture, and applies it 300 ms later. A status call asked
+// at once would read "not applied" and the capture would be sent again; with
+// a settle delay the status call sees it applied, and nothing is resent.
+func TestSettleDelayBeforeStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		settle   time.Duration
+		captures int
+	}{
+		{name: "settle 1s: reconciled, not resent", settle: time.Second, captures: 1},
+		{name: "settle 0: read as not applied, resent", settle: 0, captures: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBenchSettled(t, handlers.Retry{Initial: 20 * time.Millisecond, Max: time.Second, MaxElapsed: time.Minute, MaxAttempts: 10}, tc.settle)
+			b.clock.real = true
+			got := b.capture([]step{{applyAfter: 300 * time.Millisecond}}, 1000)
+			if got.kind != events.CaptureSucceeded.Type() || got.captures != tc.captures || got.statuses != 1 {
+				t.Errorf("event %s, %d captures, %d status; want succeeded, %d and 1", got.kind, got.captures, got.statuses, tc.captures)
+			}
+			if tc.settle > 0 {
+				var slept time.Duration
+				for _, d := range got.sleeps {
+					slept += d
+				}
+				if slept < tc.settle {
+					t.Errorf("slept %v before the status call, want at least the settle delay %v", got.sleeps, tc.settle)
+				}
+			}
+			time.Sleep(400 * time.Millisecond) // let the late apply land before the test ends
 		})
 	}
 }

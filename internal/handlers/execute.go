@@ -126,12 +126,28 @@ func reconcile(req gateway.Request, st gateway.Status) (finding, string) {
 // operation whose earlier attempt may have taken effect: it first asks the
 // status endpoint (SPEC §5). uncertain says a previous holder of the key may
 // have reached the gateway.
-func (h *Handler) execute(ctx context.Context, gwName string, gw Gateway, req gateway.Request, uncertain bool) execution {
+//
+// A status answer is asked no sooner than the gateway's settle delay after
+// the last attempt whose outcome was unknown (or, when settle is set, after
+// the claim: a previous holder may still have a call in flight), so that a
+// gateway still processing the first request is not read as "not applied".
+// A decline that follows an uncertain attempt is confirmed by status before
+// it is final: the gateway may be refusing our second try because the first
+// one took effect. Until a status answer settles it, the decline is not
+// believed; if none does within the budget, the command is dead-lettered as
+// outcome_unknown, never marked failed.
+func (h *Handler) execute(ctx context.Context, gwName string, gw Gateway, req gateway.Request, uncertain, settle bool) execution {
 	ex := execution{uncertain: uncertain, first: h.cfg.Now()}
 	b := h.backOff()
-	// confirm: a decline after an uncertain attempt may be the gateway
-	// refusing our second try because the first one took effect: check.
 	everUncertain := uncertain
+	// unclearAt is when the last call that may still be settling at the
+	// gateway ended; zero when none.
+	var unclearAt time.Time
+	if settle {
+		unclearAt = h.cfg.Now()
+	}
+	// declined is a decline awaiting confirmation by status.
+	var declined *gateway.Result
 	for {
 		if ctx.Err() != nil {
 			ex.verdict = verdictAborted
@@ -140,6 +156,12 @@ func (h *Handler) execute(ctx context.Context, gwName string, gw Gateway, req ga
 		if ex.uncertain {
 			if ex.attempts >= h.cfg.Retry.MaxAttempts {
 				return h.giveUp(ex)
+			}
+			if d := h.cfg.Settle[gwName] - h.cfg.Now().Sub(unclearAt); !unclearAt.IsZero() && d > 0 {
+				if err := h.cfg.Sleep(ctx, d); err != nil {
+					ex.verdict = verdictAborted
+					return ex
+				}
 			}
 			st, err := h.status(ctx, gwName, gw, req, &ex)
 			if err != nil {
@@ -160,15 +182,26 @@ func (h *Handler) execute(ctx context.Context, gwName string, gw Gateway, req ga
 				}
 				ex.reconciled, ex.uncertain, ex.verdict = true, false, verdictSucceeded
 				return ex
-			case findingNotApplied:
-				h.obs.Reconciled(gwName, "not_applied")
+			case findingNotApplied, findingImpossible:
+				if f == findingNotApplied {
+					h.obs.Reconciled(gwName, "not_applied")
+				} else {
+					h.obs.Reconciled(gwName, "impossible")
+				}
 				ex.uncertain = false
-			case findingImpossible:
-				h.obs.Reconciled(gwName, "impossible")
-				ex.result = st.Result
-				ex.reconciled, ex.uncertain, ex.verdict = true, false, verdictFailed
-				ex.reason, ex.detail = "authorisation_state", detail
-				return ex
+				if declined != nil {
+					// Our operation did not take effect: the decline was
+					// the gateway's real answer.
+					ex.result = *declined
+					ex.reconciled, ex.verdict, ex.reason, ex.detail = true, verdictFailed, "gateway_declined", declined.Message
+					return ex
+				}
+				if f == findingImpossible {
+					ex.result = st.Result
+					ex.reconciled, ex.verdict = true, verdictFailed
+					ex.reason, ex.detail = "authorisation_state", detail
+					return ex
+				}
 			default:
 				h.obs.Reconciled(gwName, "unknown")
 				if !h.wait(ctx, b, &ex, 0, gwName, req, "status_unclear") {
@@ -188,27 +221,20 @@ func (h *Handler) execute(ctx context.Context, gwName string, gw Gateway, req ga
 			return ex
 		case gateway.Declined:
 			if everUncertain {
-				// One status check tells a real refusal from the echo of
-				// our own earlier attempt.
-				if st, err := h.status(ctx, gwName, gw, req, &ex); err == nil {
-					if f, _ := reconcile(req, st); f == findingApplied {
-						h.obs.Reconciled(gwName, "applied")
-						ex.result = st.Result
-						ex.result.Outcome = gateway.Succeeded
-						if ex.result.Amount == 0 {
-							ex.result.Amount = req.Amount
-						}
-						ex.reconciled, ex.verdict = true, verdictSucceeded
-						return ex
-					}
-				}
-				ex.result = res
+				// A status answer tells a real refusal from the echo of
+				// our own earlier attempt; until one does, the outcome
+				// is unknown.
+				d := res
+				declined = &d
+				ex.uncertain = true
+				continue
 			}
 			ex.verdict, ex.reason = verdictFailed, "gateway_declined"
 			ex.detail = res.Message
 			return ex
 		case gateway.Unknown:
 			ex.uncertain, everUncertain = true, true
+			unclearAt = h.cfg.Now()
 			if !h.wait(ctx, b, &ex, 0, gwName, req, "unknown_outcome") {
 				return ex
 			}

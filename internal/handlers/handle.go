@@ -101,7 +101,11 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(d)))
 		h.obs.CommandDone(string(cmd.Type), "requeued", h.cfg.Now().Sub(start))
 	case idempotency.Acquired, idempotency.Resumed:
-		uncertain := claim.Status == idempotency.Resumed && claim.Record.Uncertain
+		// Uncertain: an earlier holder may have reached the gateway (a
+		// takeover, a release after an unknown answer), or the store may
+		// have lost this key's record (a Redis restart or failover): either
+		// way the status call speaks first.
+		uncertain := claim.Record.Uncertain
 		// A replayed dead letter whose outcome was unknown reconciles first
 		// even when its record has expired or was lost since (the DLQ keeps
 		// entries longer than IDEMPOTENCY_TTL): the header is only ever a
@@ -116,7 +120,7 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		if claim.Status == idempotency.Acquired && meta.NumDelivered > 1 {
 			uncertain = true
 		}
-		h.run(ctx, log, msg, meta, cmd, gwName, gw, claim.Record.Token, uncertain, start)
+		h.run(ctx, log, msg, meta, cmd, gwName, gw, claim.Record.Token, uncertain, claim.Settle, start)
 	default:
 		log.Error("unexpected claim status", slog.String("status", claim.Status.String()))
 		h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(storeRetryDelay)))
@@ -125,7 +129,7 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 
 // run executes a claimed command under a renewed lease and settles it.
 func (h *Handler) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata,
-	cmd *command.Command, gwName string, gw Gateway, token int64, uncertain bool, start time.Time) {
+	cmd *command.Command, gwName string, gw Gateway, token int64, uncertain, settle bool, start time.Time) {
 	if h.died(PointClaimed, cmd.Key()) {
 		return
 	}
@@ -133,7 +137,7 @@ func (h *Handler) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 	defer cancel(nil)
 	guard := &leaseGuard{cancel: cancel}
 	stopRenew := h.keepAlive(work, guard, log, msg, cmd, token)
-	ex := h.execute(work, gwName, guardedGateway{Gateway: gw, guard: guard}, cmd.Request(), uncertain)
+	ex := h.execute(work, gwName, guardedGateway{Gateway: gw, guard: guard}, cmd.Request(), uncertain, settle)
 	stopRenew()
 	if ex.verdict == verdictAbandoned {
 		return // TestHook: the worker "died" between two attempts

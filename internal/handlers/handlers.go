@@ -65,6 +65,12 @@ type Config struct {
 	// DefaultGateway serves commands that name none and have no route.
 	DefaultGateway string
 	Retry          Retry
+	// Settle maps a gateway to its settle delay: how long after an attempt
+	// whose outcome is unknown (or after taking over a key whose holder may
+	// still be mid-call) its status is first asked, so that a request the
+	// gateway is still processing is not read as "not applied". A gateway
+	// missing from the map has none.
+	Settle map[string]time.Duration
 	// Lease is the idempotency lease; it is renewed every Lease/3 while work runs.
 	Lease time.Duration
 	// AckWait is the consumer's ack wait; InProgress is sent every AckWait/3.

@@ -101,7 +101,9 @@ type ClaimStatus int
 
 // Claim results.
 const (
-	// Acquired: the key was new; the caller holds it and no attempt was made before.
+	// Acquired: the key has no record; the caller holds it. No attempt was
+	// made before unless Record.Uncertain says the store may have lost the
+	// key's record (then reconcile through the status call first).
 	Acquired ClaimStatus = iota + 1
 	// Resumed: the caller holds a key that an earlier holder left, by release or
 	// by letting its lease expire. An attempt may have reached the gateway:
@@ -141,6 +143,11 @@ type Claim struct {
 	Record Record
 	// RetryAfter is how long the blocking lease has left (Busy only).
 	RetryAfter time.Duration
+	// Settle (Acquired and Resumed only, with Record.Uncertain) says an
+	// earlier holder may still have a gateway call in flight: it took over
+	// an expired lease, or the store lost records a moment ago. Let the
+	// gateway settle before asking its status.
+	Settle bool
 }
 
 // Store is the contract both implementations keep. Every method is one atomic

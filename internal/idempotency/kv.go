@@ -305,7 +305,7 @@ func (s *KVStore) claimOnce(ctx context.Context, req ClaimRequest) (Claim, error
 		}
 		return Claim{}, err
 	}
-	return Claim{Status: status, Record: next}, nil
+	return Claim{Status: status, Record: next, Settle: re.present && rec.State == StateInProgress}, nil
 }
 
 // Renew extends the lease of token's holder, and its transaction lock, to

@@ -20,7 +20,41 @@ type RedisOptions struct {
 	// release, completion), and never less than the lease being granted.
 	// Required: NewRedis panics when it is not positive.
 	TTL time.Duration
+	// Registry remembers, outside Redis, the scopes that have had records,
+	// so that a scope whose epoch marker is missing can be told apart: new
+	// (no doubt) or lost (doubt). Nil treats every missing marker as a loss:
+	// safe, but every new merchant then starts in doubt.
+	Registry ScopeRegistry
+	// DoubtWindow is how long, after the store is seen to have lost records,
+	// a key without a record counts as possibly done (Claim marks it
+	// Uncertain). 0 means TTL: a lost record would have lived at most that
+	// long, so after it no key can have lost one.
+	DoubtWindow time.Duration
+	// WaitReplicas, when positive, makes a claim count only once that many
+	// replicas have acknowledged it (WAIT, on the claim's connection, in the
+	// same round trip); a claim that does not reach them in WaitTimeout
+	// fails (closed) and no gateway call is made. Not for Redis Cluster.
+	WaitReplicas int
+	// WaitTimeout bounds the WAIT; 0 means 500ms.
+	WaitTimeout time.Duration
+	// OnDoubt, if set, is told when the store detects that it lost records
+	// and from when until when keys without a record are in doubt.
+	OnDoubt func(scope, reason string, until time.Time)
 }
+
+// ErrNotDurable is returned by Claim when the claim did not reach
+// RedisOptions.WaitReplicas replicas in time: a failover could lose it, so
+// the caller must not act on it (fail closed).
+var ErrNotDurable = errors.New("idempotency: claim not acknowledged by enough replicas")
+
+// registeringGrace is how long a claim that finds a known scope without an
+// epoch marker waits for one (polling every registeringPoll) before it
+// takes the scope's records for lost: the worker that registered the scope
+// writes its marker a moment after.
+const (
+	registeringGrace = time.Second
+	registeringPoll  = 20 * time.Millisecond
+)
 
 // RedisStore is a Store in Redis (standalone, Sentinel or Cluster).
 //
@@ -43,9 +77,14 @@ type RedisOptions struct {
 // the caller must learn from the gateway's status call what an earlier attempt
 // did (SPEC §4.1 relies on it).
 type RedisStore struct {
-	rdb    redis.UniversalClient
-	prefix string
-	ttl    time.Duration
+	rdb          redis.UniversalClient
+	prefix       string
+	ttl          time.Duration
+	registry     ScopeRegistry
+	doubt        time.Duration
+	waitReplicas int
+	waitTimeout  time.Duration
+	onDoubt      func(scope, reason string, until time.Time)
 }
 
 // NewRedis returns a store on rdb. It panics when opts.TTL is not positive or
@@ -60,7 +99,25 @@ func NewRedis(rdb redis.UniversalClient, opts RedisOptions) *RedisStore {
 	if strings.ContainsAny(opts.Prefix, "{}") {
 		panic("idempotency: RedisOptions.Prefix must not contain '{' or '}'")
 	}
-	return &RedisStore{rdb: rdb, prefix: opts.Prefix, ttl: opts.TTL}
+	if _, cluster := rdb.(*redis.ClusterClient); cluster && opts.WaitReplicas > 0 {
+		panic("idempotency: RedisOptions.WaitReplicas is not supported on Redis Cluster")
+	}
+	if opts.DoubtWindow <= 0 {
+		opts.DoubtWindow = opts.TTL
+	}
+	if opts.WaitTimeout <= 0 {
+		opts.WaitTimeout = 500 * time.Millisecond
+	}
+	if opts.OnDoubt == nil {
+		opts.OnDoubt = func(string, string, time.Time) {}
+	}
+	return &RedisStore{rdb: rdb, prefix: opts.Prefix, ttl: opts.TTL, registry: opts.Registry,
+		doubt: opts.DoubtWindow, waitReplicas: opts.WaitReplicas, waitTimeout: opts.WaitTimeout, onDoubt: opts.OnDoubt}
+}
+
+// epochKey is <prefix>{<scope>}:epoch, the scope's epoch marker.
+func (s *RedisStore) epochKey(scope string) string {
+	return s.prefix + "{" + scope + "}:epoch"
 }
 
 // recordKey is <prefix>{<scope>}:key:<key>.
@@ -89,6 +146,7 @@ const (
 	luaCompleted = 3
 	luaConflict  = 4
 	luaBusy      = 5
+	luaNoEpoch   = 6
 )
 
 // luaLib is prepended to every script: the server clock, and RFC 3339 times
@@ -144,6 +202,12 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- server_run_id names the server process: it changes with every restart,
+-- and a replica promoted by a failover has its own.
+local function server_run_id()
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+end
+
 local function lock_value(key, token, until_ms)
   return string.format('{"key":%s,"token":%d,"lease_until_ms":%d}', cjson.encode(key), token, until_ms)
 end
@@ -159,60 +223,104 @@ local function free_lock(rec, txn_prefix, key)
 end
 `
 
-// claimScript: KEYS[1] record, KEYS[2] transaction lock (only with a lock).
-// ARGV: key, fingerprint, command id, holder, lease ms, ttl ms, transaction.
-// Returns {status, record JSON or "", retry-after ms}.
+// claimScript: KEYS[1] record, KEYS[2] the scope's epoch marker, KEYS[3]
+// transaction lock (only with a lock). ARGV: key, fingerprint, command id,
+// holder, lease ms, ttl ms, transaction, doubt window ms.
+// Returns {status, record JSON or "", retry-after ms, settle (0 or 1),
+// the reason a doubt began with this call or ""}.
+//
+// The marker is {"run_id","doubt_since_ms","doubt_until_ms"}. Without it the
+// script writes nothing and answers luaNoEpoch (Go decides, with the scope
+// registry, whether the scope is new or lost). A marker written by another
+// server process (a restart, a failover) means writes acknowledged before may
+// be lost: a doubt window begins. In doubt, a claimed key is marked uncertain
+// whether its record exists or not, since a surviving record may be an older
+// version of it.
 var claimScript = redis.NewScript(luaLib + `
-local key, lease, ttl = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6])
+local key, lease, ttl, doubt_ms = ARGV[1], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
 if ttl < lease then ttl = lease end
 local now = now_ms()
+local m = redis.call('GET', KEYS[2])
+if not m then return {` + strconv.Itoa(luaNoEpoch) + `, '', 0, 0, ''} end
+local ep = cjson.decode(m)
+local started = ''
+local run_id = server_run_id()
+if ep.run_id ~= run_id then
+  started = 'the Redis server holding this merchant changed (restart or failover): writes it acknowledged before may be lost'
+  ep.run_id = run_id
+  ep.doubt_since_ms = now
+  ep.doubt_until_ms = math.max(tonumber(ep.doubt_until_ms) or 0, now + doubt_ms)
+  redis.call('SET', KEYS[2], cjson.encode(ep))
+end
+local doubt = (tonumber(ep.doubt_until_ms) or 0) > now
+local settle = 0
+if doubt and now - (tonumber(ep.doubt_since_ms) or 0) < 2 * lease then settle = 1 end
 local raw = redis.call('GET', KEYS[1])
 local rec = nil
 if raw then
   rec = cjson.decode(raw)
-  if rec.fingerprint ~= ARGV[2] then return {` + strconv.Itoa(luaConflict) + `, raw, 0} end
-  if rec.state == 'completed' then return {` + strconv.Itoa(luaCompleted) + `, raw, 0} end
+  if rec.fingerprint ~= ARGV[2] then return {` + strconv.Itoa(luaConflict) + `, raw, 0, 0, started} end
+  if rec.state == 'completed' then return {` + strconv.Itoa(luaCompleted) + `, raw, 0, 0, started} end
   if rec.state == 'in_progress' then
     local lease_until = parse_ms(rec.lease_until)
-    if lease_until > now then return {` + strconv.Itoa(luaBusy) + `, raw, lease_until - now} end
+    if lease_until > now then return {` + strconv.Itoa(luaBusy) + `, raw, lease_until - now, 0, started} end
   elseif rec.state ~= 'released' then
     error('idempotency: unknown record state')
   end
 else
   raw = ''
 end
-if KEYS[2] then
-  local l = redis.call('GET', KEYS[2])
+if KEYS[3] then
+  local l = redis.call('GET', KEYS[3])
   if l then
     local lock = cjson.decode(l)
     if lock.key ~= key and lock.lease_until_ms > now then
-      return {` + strconv.Itoa(luaBusy) + `, raw, lock.lease_until_ms - now}
+      return {` + strconv.Itoa(luaBusy) + `, raw, lock.lease_until_ms - now, 0, started}
     end
   end
 end
 local status
 if rec then
   status = ` + strconv.Itoa(luaResumed) + `
-  if rec.state == 'in_progress' then rec.uncertain = true end
+  if rec.state == 'in_progress' then
+    rec.uncertain = true
+    settle = 1
+  end
   rec.token = math.max(rec.token + 1, now)
   rec.claims = rec.claims + 1
 else
   status = ` + strconv.Itoa(luaAcquired) + `
   rec = {fingerprint = ARGV[2], command_id = ARGV[3], token = now, claims = 1, created_at = fmt_ms(now)}
 end
+if doubt then rec.uncertain = true end
 rec.state = 'in_progress'
 rec.holder = nil
 if ARGV[4] ~= '' then rec.holder = ARGV[4] end
 rec.lease_until = fmt_ms(now + lease)
 rec.updated_at = fmt_ms(now)
 rec.txn_lock = nil
-if KEYS[2] then
+if KEYS[3] then
   rec.txn_lock = ARGV[7]
-  redis.call('SET', KEYS[2], lock_value(key, rec.token, now + lease), 'PX', lease)
+  redis.call('SET', KEYS[3], lock_value(key, rec.token, now + lease), 'PX', lease)
 end
 local out = cjson.encode(rec)
 redis.call('SET', KEYS[1], out, 'PX', ttl)
-return {status, out, 0}
+return {status, out, 0, settle, started}
+`)
+
+// epochScript: KEYS[1] the scope's epoch marker. ARGV: "1" when the scope
+// lost its records (a doubt window begins), "0" for a new scope; the doubt
+// window ms. Writes the marker unless one exists; returns 1 if it wrote it.
+var epochScript = redis.NewScript(luaLib + `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local now = now_ms()
+local ep = {run_id = server_run_id(), created_ms = now, doubt_since_ms = 0, doubt_until_ms = 0}
+if ARGV[1] == '1' then
+  ep.doubt_since_ms = now
+  ep.doubt_until_ms = now + tonumber(ARGV[2])
+end
+redis.call('SET', KEYS[1], cjson.encode(ep))
+return 1
 `)
 
 // renewScript: KEYS[1] record. ARGV: key, token, lease ms, ttl ms, txn prefix.
@@ -288,7 +396,16 @@ redis.call('SET', KEYS[1], cjson.encode(rec), 'PX', ttl)
 return 1
 `)
 
-// Claim takes the key as the Store contract says, in one script run.
+// Claim takes the key as the Store contract says, in one script run (and,
+// with WaitReplicas, a WAIT in the same round trip). The first claim of a
+// scope without an epoch marker also consults the scope registry and writes
+// the marker, then claims again.
+//
+// While the scope is in doubt (its records may have been lost), an
+// Acquired or Resumed claim comes back with Record.Uncertain set: the
+// caller must learn from the gateway's status what became of the key before
+// sending anything. Claim.Settle says the previous holder may still have a
+// call in flight.
 func (s *RedisStore) Claim(ctx context.Context, req ClaimRequest) (Claim, error) {
 	if err := checkClaim(req); err != nil {
 		return Claim{}, err
@@ -296,22 +413,55 @@ func (s *RedisStore) Claim(ctx context.Context, req ClaimRequest) (Claim, error)
 	if err := checkScope(req.Scope); err != nil {
 		return Claim{}, err
 	}
-	keys := []string{s.recordKey(req.Scope, req.Key)}
+	keys := []string{s.recordKey(req.Scope, req.Key), s.epochKey(req.Scope)}
 	if req.TxnLock != "" {
 		keys = append(keys, s.txnPrefix(req.Scope)+req.TxnLock)
 	}
-	res, err := claimScript.Run(ctx, s.rdb, keys,
-		req.Key, req.Fingerprint, req.CommandID, req.Holder,
-		req.Lease.Milliseconds(), s.ttl.Milliseconds(), req.TxnLock).Slice()
-	if err != nil {
-		return Claim{}, fmt.Errorf("idempotency: redis claim: %w", err)
+	args := []any{req.Key, req.Fingerprint, req.CommandID, req.Holder,
+		req.Lease.Milliseconds(), s.ttl.Milliseconds(), req.TxnLock, s.doubt.Milliseconds()}
+	// A known scope without a marker may be one another worker registered
+	// a moment ago and is about to mark: wait a little for its marker
+	// before concluding that Redis lost the scope's records.
+	patience := time.Now().Add(registeringGrace)
+	for {
+		res, acked, err := s.evalClaim(ctx, keys, args)
+		if err != nil {
+			return Claim{}, fmt.Errorf("idempotency: redis claim: %w", err)
+		}
+		if len(res) != 5 {
+			return Claim{}, fmt.Errorf("idempotency: redis claim: %d values in reply, want 5", len(res))
+		}
+		code, _ := res[0].(int64)
+		if code == luaNoEpoch {
+			if err := s.initEpoch(ctx, req.Scope, time.Now().Before(patience)); err != nil {
+				return Claim{}, err
+			}
+			continue
+		}
+		if started, _ := res[4].(string); started != "" {
+			s.onDoubt(req.Scope, started, time.Now().Add(s.doubt))
+		}
+		c, err := claimOf(code, res)
+		if err != nil {
+			return Claim{}, err
+		}
+		if (c.Status == Acquired || c.Status == Resumed) && acked < int64(s.waitReplicas) {
+			// Not durable: a failover could forget it while we call the
+			// gateway. Give it back (best effort) and call nothing.
+			rctx, cancel := detached(ctx)
+			_ = s.Release(rctx, req.Scope, req.Key, c.Record.Token, c.Record.Uncertain)
+			cancel()
+			return Claim{}, fmt.Errorf("%w: %d of %d within %v", ErrNotDurable, acked, s.waitReplicas, s.waitTimeout)
+		}
+		return c, nil
 	}
-	if len(res) != 3 {
-		return Claim{}, fmt.Errorf("idempotency: redis claim: %d values in reply, want 3", len(res))
-	}
-	code, _ := res[0].(int64)
+}
+
+// claimOf reads a claim script reply whose status is not luaNoEpoch.
+func claimOf(code int64, res []any) (Claim, error) {
 	raw, _ := res[1].(string)
 	retry, _ := res[2].(int64)
+	settle, _ := res[3].(int64)
 	var c Claim
 	switch code {
 	case luaAcquired:
@@ -328,12 +478,92 @@ func (s *RedisStore) Claim(ctx context.Context, req ClaimRequest) (Claim, error)
 	default:
 		return Claim{}, fmt.Errorf("idempotency: redis claim: unknown status %v", res[0])
 	}
+	c.Settle = settle == 1
 	if raw != "" {
+		var err error
 		if c.Record, err = unmarshalRecord([]byte(raw)); err != nil {
 			return Claim{}, err
 		}
 	}
 	return c, nil
+}
+
+// evalClaim runs the claim script and, with waitReplicas, WAIT on the same
+// connection in the same round trip. It returns how many replicas
+// acknowledged the claim (0 without waitReplicas).
+func (s *RedisStore) evalClaim(ctx context.Context, keys []string, args []any) ([]any, int64, error) {
+	if s.waitReplicas <= 0 {
+		res, err := claimScript.Run(ctx, s.rdb, keys, args...).Slice()
+		return res, 0, err
+	}
+	for _, cached := range []bool{true, false} {
+		var (
+			ev   *redis.Cmd
+			wait *redis.Cmd
+		)
+		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			if cached {
+				ev = claimScript.EvalSha(ctx, p, keys, args...)
+			} else {
+				ev = claimScript.Eval(ctx, p, keys, args...)
+			}
+			wait = p.Do(ctx, "wait", s.waitReplicas, s.waitTimeout.Milliseconds())
+			return nil
+		})
+		if cached && redis.HasErrorPrefix(ev.Err(), "NOSCRIPT") {
+			continue
+		}
+		res, err := ev.Slice()
+		if err != nil {
+			return nil, 0, err
+		}
+		n, err := wait.Int64()
+		if err != nil {
+			return nil, 0, fmt.Errorf("WAIT: %w", err)
+		}
+		return res, n, nil
+	}
+	return nil, 0, errors.New("script not loaded")
+}
+
+// initEpoch writes the epoch marker of a scope that has none: a new scope
+// (the registry did not know it), or one whose records Redis lost (the
+// registry knew it), which starts a doubt window. While patient, a known
+// scope is given a moment for the worker that registered it to write its
+// marker instead. It fails (closed) when the registry cannot be reached.
+func (s *RedisStore) initEpoch(ctx context.Context, scope string, patient bool) error {
+	lost := true
+	reason := "the merchant has no epoch marker and no scope registry is configured: taken as lost records"
+	if s.registry != nil {
+		known, err := s.registry.Register(ctx, scope)
+		if err != nil {
+			return err
+		}
+		if known && patient {
+			t := time.NewTimer(registeringPoll)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("idempotency: redis claim: %w", ctx.Err())
+			case <-t.C:
+				return nil
+			}
+		}
+		lost = known
+		reason = "the merchant's epoch marker is gone though the merchant had records: Redis lost them (restart without persistence, FLUSHALL, eviction)"
+	}
+	flag := "0"
+	if lost {
+		flag = "1"
+	}
+	wrote, err := epochScript.Run(ctx, s.rdb, []string{s.epochKey(scope)}, flag, s.doubt.Milliseconds()).Int64()
+	if err != nil {
+		return fmt.Errorf("idempotency: redis epoch: %w", err)
+	}
+	if lost && wrote == 1 {
+		s.onDoubt(scope, reason, time.Now().Add(s.doubt))
+	}
+	return nil
 }
 
 // Renew extends the lease of token's holder, and its transaction lock, to

@@ -21,11 +21,23 @@ import (
 
 var prefixes atomic.Int64
 
-// newRedisStore returns a store with a prefix of its own on r.
+// newRedisStore returns a store with a prefix of its own on r, and a scope
+// registry of its own.
 func newRedisStore(t *testing.T, r *testenv.Redis, rdb redis.UniversalClient, ttl time.Duration) (*idempotency.RedisStore, string) {
 	t.Helper()
 	prefix := fmt.Sprintf("%s%d:", r.Prefix, prefixes.Add(1))
-	return idempotency.NewRedis(rdb, idempotency.RedisOptions{Prefix: prefix, TTL: ttl}), prefix
+	return idempotency.NewRedis(rdb, idempotency.RedisOptions{Prefix: prefix, TTL: ttl, Registry: newRegistry(t)}), prefix
+}
+
+// newRegistry returns a scope registry on a NATS server of the test's own.
+func newRegistry(t *testing.T) idempotency.ScopeRegistry {
+	t.Helper()
+	_, js := testenv.StartNATS(t).Connect(t)
+	reg, err := idempotency.NewKVScopeRegistry(t.Context(), js, "", 1)
+	if err != nil {
+		t.Fatalf("scope registry: %v", err)
+	}
+	return reg
 }
 
 func TestRedisStore(t *testing.T) {

@@ -103,7 +103,11 @@ func Start(t testing.TB, o Options) *System {
 	} else {
 		r := testenv.StartRedis(t)
 		s.Redis = r
-		s.Store = idempotency.NewRedis(r.Client(t), idempotency.RedisOptions{Prefix: r.Prefix, TTL: time.Hour})
+		reg, err := idempotency.NewKVScopeRegistry(ctx, s.JS, "", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Store = idempotency.NewRedis(r.Client(t), idempotency.RedisOptions{Prefix: r.Prefix, TTL: time.Hour, Registry: reg})
 	}
 	s.Sandbox = sandbox.New(sandbox.Options{APIKey: "k", XAPIKey: "x", Seed: 1})
 	base, stop, err := s.Sandbox.Start("127.0.0.1:0")

@@ -425,6 +425,9 @@ func (s *suite) expiredLeaseResumes(t *testing.T) {
 			rec.Claims, rec.Uncertain, rec.Holder, rec.CommandID, rec.State)
 	}
 	wantTakeoverToken(t, "Claim after expiry", rec, old)
+	if !c.Settle {
+		t.Errorf("Claim after expiry: Settle = false, want true (the dead holder may still have a call in flight)")
+	}
 	for _, o := range fencingOps {
 		if err := o.do(t, st, "key-1", old); !errors.Is(err, idempotency.ErrFenced) {
 			t.Errorf("old holder's %s(token %d) error = %v, want ErrFenced", o.name, old, err)
@@ -478,6 +481,9 @@ func (s *suite) releaseResumes(t *testing.T) {
 					c.Record.Uncertain, c.Record.Claims, c.Record.Holder, tc.wantUncertain, tc.wantClaims)
 			}
 			wantTakeoverToken(t, "Claim after Release", c.Record, token)
+			if c.Settle {
+				t.Errorf("Claim after Release: Settle = true, want false (a releaser has no call in flight)")
+			}
 		})
 	}
 }
