@@ -34,6 +34,10 @@ const (
 	ClaimError     = "error"
 )
 
+// typeUnknown is the type label of a message whose type is neither capture
+// nor void.
+const typeUnknown = "unknown"
+
 var (
 	commandTypes = []string{"capture", "void"}
 	outcomes     = []string{OutcomeSucceeded, OutcomeFailed, OutcomeRejected, OutcomeDuplicate,
@@ -122,11 +126,24 @@ func New(reg *prometheus.Registry) *Metrics {
 }
 
 // CommandDone records one command's outcome and the time from receiving it
-// to acknowledging it. typ is "capture", "void" or, for an undecodable
-// message, "invalid"; outcome is one of the Outcome constants.
+// to acknowledging it. typ is the command type, possibly read from an
+// untrusted subject or body: any value but "capture" and "void" is recorded
+// as "unknown". outcome is one of the Outcome constants.
 func (m *Metrics) CommandDone(typ, outcome string, d time.Duration) {
+	typ = commandType(typ)
 	m.commands.WithLabelValues(typ, outcome).Inc()
 	m.commandDuration.WithLabelValues(typ).Observe(d.Seconds())
+}
+
+// commandType is the type label of a command type: typ itself for "capture"
+// and "void", "unknown" for anything else, so a hostile message can add no
+// series.
+func commandType(typ string) string {
+	switch typ {
+	case "capture", "void":
+		return typ
+	}
+	return typeUnknown
 }
 
 // InFlight adds delta (+1 when a command is taken, -1 when it is done) to the

@@ -145,3 +145,55 @@ func TestNewSharedRuntimeCollectors(t *testing.T) {
 	}()
 	New(reg)
 }
+
+func TestCommandTypeLabelIsBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	for _, typ := range []string{"capture", "void", "x{y}", "refund", "", "invalid", `a"b`, "capture.x", "Capture"} {
+		m.CommandDone(typ, OutcomeRejected, time.Millisecond)
+	}
+
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := map[string]bool{"capture": true, "void": true, "unknown": true}
+	seen := map[string]bool{}
+	for _, f := range families {
+		switch f.GetName() {
+		case "payworker_commands_total", "payworker_command_duration_seconds":
+		default:
+			continue
+		}
+		for _, metric := range f.GetMetric() {
+			for _, l := range metric.GetLabel() {
+				if l.GetName() != "type" {
+					continue
+				}
+				seen[l.GetValue()] = true
+				if !allowed[l.GetValue()] {
+					t.Errorf("%s has type label %q, want capture, void or unknown", f.GetName(), l.GetValue())
+				}
+			}
+		}
+	}
+	for v := range allowed {
+		if !seen[v] {
+			t.Errorf("no series with type label %q", v)
+		}
+	}
+
+	tests := []struct {
+		typ  string
+		want float64
+	}{
+		{"capture", 1},
+		{"void", 1},
+		{"unknown", 7},
+	}
+	for _, tt := range tests {
+		if got := testutil.ToFloat64(m.commands.WithLabelValues(tt.typ, OutcomeRejected)); got != tt.want {
+			t.Errorf("commands{type=%q,outcome=rejected} = %v, want %v", tt.typ, got, tt.want)
+		}
+	}
+}
