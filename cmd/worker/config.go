@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
@@ -100,8 +101,9 @@ type Config struct {
 	MaxDeliver int
 
 	// Streams holds STREAM_PREFIX, STREAM_COMMANDS, STREAM_EVENTS,
-	// STREAM_DLQ, STREAM_REPLICAS, COMMANDS_MAX_AGE, DUPLICATE_WINDOW and
-	// CONSUMER_NAME; the other fields keep streams.Default's values.
+	// STREAM_DLQ, STREAM_REPLICAS, COMMANDS_MAX_AGE, EVENTS_MAX_AGE,
+	// EVENTS_MAX_BYTES, DLQ_MAX_AGE, DLQ_MAX_BYTES, DUPLICATE_WINDOW and
+	// CONSUMER_NAME. Their defaults are streams.Default's values.
 	Streams streams.Config
 
 	// SandboxAddr is SANDBOX_ADDR, where the in-process sandbox gateway
@@ -180,6 +182,10 @@ func (c Config) LogValue() slog.Value {
 		slog.String("stream_dlq", c.Streams.DLQ),
 		slog.Int("stream_replicas", c.Streams.Replicas),
 		slog.Duration("commands_max_age", c.Streams.CommandsMaxAge),
+		slog.Duration("events_max_age", c.Streams.EventsMaxAge),
+		slog.Int64("events_max_bytes", c.Streams.EventsMaxBytes),
+		slog.Duration("dlq_max_age", c.Streams.DLQMaxAge),
+		slog.Int64("dlq_max_bytes", c.Streams.DLQMaxBytes),
 		slog.Duration("duplicate_window", c.Streams.DuplicateWindow),
 		slog.String("consumer_name", c.Streams.Consumer),
 		slog.String("sandbox_addr", c.SandboxAddr),
@@ -411,6 +417,14 @@ func settings() []setting {
 			set: func(c *Config, v string) (err error) { c.Streams.Replicas, err = intIn(v, 1, 5); return err }},
 		{name: "COMMANDS_MAX_AGE", def: "168h", desc: "retention of the commands stream",
 			set: func(c *Config, v string) (err error) { c.Streams.CommandsMaxAge, err = positiveDuration(v); return err }},
+		{name: "EVENTS_MAX_AGE", def: "720h", desc: "retention of the events stream, at least DUPLICATE_WINDOW",
+			set: func(c *Config, v string) (err error) { c.Streams.EventsMaxAge, err = positiveDuration(v); return err }},
+		{name: "EVENTS_MAX_BYTES", def: "10GiB", desc: "size bound of the events stream (bytes, or KiB, MiB, GiB, TiB); the oldest events go first",
+			set: func(c *Config, v string) (err error) { c.Streams.EventsMaxBytes, err = byteSize(v); return err }},
+		{name: "DLQ_MAX_AGE", def: "720h", desc: "retention of the dead-letter stream, longer than IDEMPOTENCY_TTL",
+			set: func(c *Config, v string) (err error) { c.Streams.DLQMaxAge, err = positiveDuration(v); return err }},
+		{name: "DLQ_MAX_BYTES", def: "1GiB", desc: "size bound of the dead-letter stream; when full it refuses dead letters and the worker keeps the command",
+			set: func(c *Config, v string) (err error) { c.Streams.DLQMaxBytes, err = byteSize(v); return err }},
 		{name: "DUPLICATE_WINDOW", def: "10m", desc: "JetStream de-duplication window of each stream",
 			set: func(c *Config, v string) (err error) {
 				c.Streams.DuplicateWindow, err = positiveDuration(v)
@@ -519,6 +533,14 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	if valid("DUPLICATE_WINDOW", "COMMANDS_MAX_AGE") && c.Streams.DuplicateWindow > c.Streams.CommandsMaxAge {
 		fail("DUPLICATE_WINDOW", fmt.Errorf("%s is longer than COMMANDS_MAX_AGE %s; JetStream needs the window within the max age",
 			raw["DUPLICATE_WINDOW"], c.Streams.CommandsMaxAge))
+	}
+	if valid("EVENTS_MAX_AGE", "DUPLICATE_WINDOW") && c.Streams.EventsMaxAge < c.Streams.DuplicateWindow {
+		fail("EVENTS_MAX_AGE", fmt.Errorf("%s is shorter than DUPLICATE_WINDOW %s; JetStream needs the window within the max age",
+			raw["EVENTS_MAX_AGE"], c.Streams.DuplicateWindow))
+	}
+	if valid("DLQ_MAX_AGE", "IDEMPOTENCY_TTL") && c.Streams.DLQMaxAge <= c.IdempotencyTTL {
+		fail("DLQ_MAX_AGE", fmt.Errorf("%s is not longer than IDEMPOTENCY_TTL %s; dead letters must outlive their keys so that an uncertain one can still be replayed and reconciled",
+			raw["DLQ_MAX_AGE"], c.IdempotencyTTL))
 	}
 	if valid("RETRY_MAX_INTERVAL", "RETRY_INITIAL_INTERVAL") && c.RetryMaxInterval < c.RetryInitialInterval {
 		fail("RETRY_MAX_INTERVAL", fmt.Errorf("%s is shorter than RETRY_INITIAL_INTERVAL %s",
@@ -701,6 +723,40 @@ func positiveDuration(v string) (time.Duration, error) {
 		return 0, fmt.Errorf("must be > 0, got %s", v)
 	}
 	return d, nil
+}
+
+// byteUnits are the suffixes byteSize accepts, binary multiples all.
+var byteUnits = []struct {
+	suffix string
+	mult   int64
+}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}}
+
+// minStreamBytes is the least byte bound of a stream: the largest message a
+// server takes by default, so a bound can never refuse every message.
+const minStreamBytes = 1 << 20
+
+// byteSize parses a stream's byte bound: a whole number of bytes, optionally
+// with a binary suffix (512MiB, 10GiB; the suffix's case is ignored). It is
+// at least 1MiB: there is no "unlimited".
+func byteSize(v string) (int64, error) {
+	s := strings.TrimSpace(v)
+	mult := int64(1)
+	for _, u := range byteUnits {
+		if len(s) > len(u.suffix) && strings.EqualFold(s[len(s)-len(u.suffix):], u.suffix) {
+			s, mult = strings.TrimSpace(s[:len(s)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	switch {
+	case errors.Is(err, strconv.ErrRange) || err == nil && n > math.MaxInt64/mult:
+		return 0, fmt.Errorf("%q is out of range", v)
+	case err != nil:
+		return 0, fmt.Errorf("%q is not a size such as 1073741824, 512MiB or 10GiB", v)
+	case n < 0 || n*mult < minStreamBytes:
+		return 0, fmt.Errorf("must be at least 1MiB (streams are always bounded), got %s", v)
+	}
+	return n * mult, nil
 }
 
 func oneOf(v string, allowed ...string) (string, error) {

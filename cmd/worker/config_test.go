@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/payworker/payworker/internal/streams"
 )
 
 // env is a fake environment for parseConfig.
@@ -102,6 +104,10 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"Streams.DLQ", c.Streams.DLQ, "PAYMENT_DLQ"},
 		{"Streams.Replicas", c.Streams.Replicas, 1},
 		{"Streams.CommandsMaxAge", c.Streams.CommandsMaxAge, 168 * time.Hour},
+		{"Streams.EventsMaxAge", c.Streams.EventsMaxAge, 720 * time.Hour},
+		{"Streams.EventsMaxBytes", c.Streams.EventsMaxBytes, int64(10 << 30)},
+		{"Streams.DLQMaxAge", c.Streams.DLQMaxAge, 720 * time.Hour},
+		{"Streams.DLQMaxBytes", c.Streams.DLQMaxBytes, int64(1 << 30)},
 		{"Streams.DuplicateWindow", c.Streams.DuplicateWindow, 10 * time.Minute},
 		{"Streams.Consumer", c.Streams.Consumer, "payworker"},
 		{"SandboxAddr", c.SandboxAddr, "127.0.0.1:8099"},
@@ -109,6 +115,9 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"LogFormat", c.LogFormat, "auto"},
 		{"LogLevel", c.LogLevel, "info"},
 		{"WorkerID", c.WorkerID, ""},
+		// The publisher provisions from streams.Default(): the worker's
+		// defaults must be the same streams.
+		{"Streams", c.Streams, streams.Default()},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -163,6 +172,15 @@ func TestParseConfigValid(t *testing.T) {
 			}
 		}},
 		{"ttl above max age", env{"IDEMPOTENCY_TTL": "200h", "COMMANDS_MAX_AGE": "24h"}, nil},
+		{"stream bounds", env{"EVENTS_MAX_AGE": "10m", "EVENTS_MAX_BYTES": "512MiB", "DLQ_MAX_AGE": "169h", "DLQ_MAX_BYTES": "2147483648"},
+			func(t *testing.T, c Config) {
+				s := c.Streams
+				if s.EventsMaxAge != 10*time.Minute || s.EventsMaxBytes != 512<<20 || s.DLQMaxAge != 169*time.Hour || s.DLQMaxBytes != 2<<30 {
+					t.Errorf("events %v %d, dlq %v %d; want 10m %d, 169h %d", s.EventsMaxAge, s.EventsMaxBytes,
+						s.DLQMaxAge, s.DLQMaxBytes, 512<<20, 2<<30)
+				}
+			}},
+		{"dlq follows a longer ttl", env{"IDEMPOTENCY_TTL": "800h", "DLQ_MAX_AGE": "2160h"}, nil},
 		{"max deliver", env{"MAX_DELIVER": "5"}, func(t *testing.T, c Config) {
 			if c.MaxDeliver != 5 {
 				t.Errorf("MaxDeliver = %d, want 5", c.MaxDeliver)
@@ -218,6 +236,18 @@ func TestParseConfigErrors(t *testing.T) {
 		{"consumer", env{"CONSUMER_NAME": "a/b"}, `CONSUMER_NAME: "a/b" must be letters, digits, '_' or '-' only`},
 		{"replicas", env{"STREAM_REPLICAS": "7"}, `STREAM_REPLICAS: must be between 1 and 5, got 7`},
 		{"max age", env{"COMMANDS_MAX_AGE": "0s"}, `COMMANDS_MAX_AGE: must be > 0, got 0s`},
+		{"events max age zero", env{"EVENTS_MAX_AGE": "0s"}, `EVENTS_MAX_AGE: must be > 0, got 0s`},
+		{"events max age below window", env{"EVENTS_MAX_AGE": "5m"}, `EVENTS_MAX_AGE: 5m is shorter than DUPLICATE_WINDOW 10m0s; JetStream needs the window within the max age`},
+		{"dlq max age zero", env{"DLQ_MAX_AGE": "0"}, `DLQ_MAX_AGE: must be > 0, got 0`},
+		{"dlq max age equals ttl", env{"DLQ_MAX_AGE": "168h"}, `DLQ_MAX_AGE: 168h is not longer than IDEMPOTENCY_TTL 168h0m0s; dead letters must outlive their keys so that an uncertain one can still be replayed and reconciled`},
+		{"dlq max age below a raised ttl", env{"IDEMPOTENCY_TTL": "800h"}, `DLQ_MAX_AGE: 720h is not longer than IDEMPOTENCY_TTL 800h0m0s; dead letters must outlive their keys so that an uncertain one can still be replayed and reconciled`},
+		{"events max bytes unlimited", env{"EVENTS_MAX_BYTES": "-1"}, `EVENTS_MAX_BYTES: must be at least 1MiB (streams are always bounded), got -1`},
+		{"events max bytes zero", env{"EVENTS_MAX_BYTES": "0"}, `EVENTS_MAX_BYTES: must be at least 1MiB (streams are always bounded), got 0`},
+		{"events max bytes decimal unit", env{"EVENTS_MAX_BYTES": "10GB"}, `EVENTS_MAX_BYTES: "10GB" is not a size such as 1073741824, 512MiB or 10GiB`},
+		{"dlq max bytes fraction", env{"DLQ_MAX_BYTES": "1.5GiB"}, `DLQ_MAX_BYTES: "1.5GiB" is not a size such as 1073741824, 512MiB or 10GiB`},
+		{"dlq max bytes small", env{"DLQ_MAX_BYTES": "1023KiB"}, `DLQ_MAX_BYTES: must be at least 1MiB (streams are always bounded), got 1023KiB`},
+		{"dlq max bytes overflow", env{"DLQ_MAX_BYTES": "9000000TiB"}, `DLQ_MAX_BYTES: "9000000TiB" is out of range`},
+		{"dlq max bytes huge", env{"DLQ_MAX_BYTES": "99999999999999999999"}, `DLQ_MAX_BYTES: "99999999999999999999" is out of range`},
 		{"log format", env{"LOG_FORMAT": "xml"}, `LOG_FORMAT: "xml" is not one of auto, json, text`},
 		{"log level", env{"LOG_LEVEL": "verbose"}, `LOG_LEVEL: "verbose" is not one of debug, info, warn, error`},
 		{"http addr", env{"HTTP_ADDR": "8080"}, `HTTP_ADDR: "8080" is not host:port: address 8080: missing port in address`},
@@ -268,6 +298,33 @@ func TestParseConfigErrors(t *testing.T) {
 				t.Errorf("errors.As(%v, *VarError) = %v, want a VarError naming the variable", err, ve)
 			}
 		})
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int64
+	}{
+		{"1048576", 1 << 20},
+		{"1MiB", 1 << 20},
+		{"1024KiB", 1 << 20},
+		{"10GiB", 10 << 30},
+		{"10gib", 10 << 30},
+		{" 2 TiB ", 2 << 40},
+		{"5000000B", 5000000},
+		{"8388607TiB", 8388607 << 40},
+	}
+	for _, tt := range tests {
+		got, err := byteSize(tt.in)
+		if err != nil || got != tt.want {
+			t.Errorf("byteSize(%q) = %d, %v, want %d, nil", tt.in, got, err, tt.want)
+		}
+	}
+	for _, in := range []string{"", "GiB", "1 GB", "0x100000", "-1GiB", "-9223372036854775808", "8388608TiB", "1e9"} {
+		if got, err := byteSize(in); err == nil {
+			t.Errorf("byteSize(%q) = %d, nil, want an error", in, got)
+		}
 	}
 }
 

@@ -19,9 +19,28 @@ type Config struct {
 	// CommandsMaxAge is the retention of the commands stream (7 days by default);
 	// idempotency keys must be kept at least as long.
 	CommandsMaxAge time.Duration
-	// EventsMaxAge and DLQMaxAge bound the other streams; 0 keeps forever.
-	EventsMaxAge time.Duration
-	DLQMaxAge    time.Duration
+	// EventsMaxAge and EventsMaxBytes bound the events stream (30 days, 10 GiB
+	// by default). It discards its oldest events at either limit, so a burst
+	// can never fill the server's disk and stop commands being stored. The
+	// byte bound is a safety net, not the retention policy: stored, an event
+	// takes about 1 KiB, so 10 GiB is 30 days at about 4 commands a second.
+	// Raise it for more; consumers of events must keep up within both bounds.
+	EventsMaxAge   time.Duration
+	EventsMaxBytes int64
+	// DLQMaxAge and DLQMaxBytes bound the dead-letter stream (30 days, 1 GiB
+	// by default). The age must exceed the idempotency keys' TTL (7 days by
+	// default): a dead letter then stays replayable for as long as its key
+	// lives and beyond, and a replay after the key has expired still carries
+	// the uncertain mark of the entry, so it reconciles before any resend. The
+	// DLQ discards new messages at its byte bound: a full DLQ refuses further
+	// dead letters (the worker then leaves the command unacked, nothing is
+	// lost) rather than deleting old ones nobody has looked at. 1 GiB holds
+	// hundreds of thousands of dead letters, far more than anyone inspects.
+	// JetStream reserves each byte bound on the server and in the account at
+	// creation, so the server's store (75% of free disk by default) must be
+	// larger than their sum.
+	DLQMaxAge   time.Duration
+	DLQMaxBytes int64
 	// DuplicateWindow is the Nats-Msg-Id de-duplication window of every stream.
 	DuplicateWindow time.Duration
 	// Consumer is the durable name of the workers' shared pull consumer.
@@ -37,8 +56,10 @@ func Default() Config {
 		DLQ:             "PAYMENT_DLQ",
 		Replicas:        1,
 		CommandsMaxAge:  7 * 24 * time.Hour,
-		EventsMaxAge:    0,
-		DLQMaxAge:       0,
+		EventsMaxAge:    30 * 24 * time.Hour,
+		EventsMaxBytes:  10 << 30,
+		DLQMaxAge:       30 * 24 * time.Hour,
+		DLQMaxBytes:     1 << 30,
 		DuplicateWindow: 10 * time.Minute,
 		Consumer:        "payworker",
 	}
@@ -47,7 +68,15 @@ func Default() Config {
 // CommandSubject is the subject of a command type: payments.cmd.capture.
 func (c Config) CommandSubject(typ string) string { return c.Prefix + ".cmd." + typ }
 
-// CommandWildcard matches every command subject: payments.cmd.>.
+// CommandSubjects are the subjects of the commands stream, the only ones it
+// accepts: payments.cmd.capture and payments.cmd.void. A publication to any
+// other payments.cmd.X finds no stream and fails.
+func (c Config) CommandSubjects() []string {
+	return []string{c.CommandSubject("capture"), c.CommandSubject("void")}
+}
+
+// CommandWildcard matches every command subject: payments.cmd.>. The
+// consumer filters on it; the stream holds only CommandSubjects.
 func (c Config) CommandWildcard() string { return c.Prefix + ".cmd.>" }
 
 // EventSubject is the subject of an event kind, e.g. "capture.succeeded" or
