@@ -84,6 +84,16 @@ type Config struct {
 	RetryMaxInterval     time.Duration
 	// GatewayTimeout is GATEWAY_TIMEOUT, the deadline of one HTTP request.
 	GatewayTimeout time.Duration
+	// PaymentOptionsSettle and SIBSSettle are PAYMENTOPTIONS_SETTLE_DELAY
+	// and SIBS_SETTLE_DELAY: how long after an attempt with an unknown
+	// outcome that gateway's status is first asked (0 = at once).
+	PaymentOptionsSettle time.Duration
+	SIBSSettle           time.Duration
+	// RedisWaitReplicas and RedisWaitTimeout are REDIS_WAIT_REPLICAS and
+	// REDIS_WAIT_TIMEOUT: a claim counts only once that many replicas hold
+	// it (WAIT); 0 waits for none.
+	RedisWaitReplicas int
+	RedisWaitTimeout  time.Duration
 	// ShutdownTimeout is SHUTDOWN_TIMEOUT, how long shutdown waits for
 	// in-flight commands.
 	ShutdownTimeout time.Duration
@@ -385,6 +395,17 @@ func settings() []setting {
 			set: func(c *Config, v string) (err error) { c.RetryMaxInterval, err = positiveDuration(v); return err }},
 		{name: "GATEWAY_TIMEOUT", def: "15s", desc: "deadline of one gateway HTTP request",
 			set: func(c *Config, v string) (err error) { c.GatewayTimeout, err = positiveDuration(v); return err }},
+		{name: "PAYMENTOPTIONS_SETTLE_DELAY", def: "2s", desc: "after a PaymentOptions call with an unknown outcome, wait this long before asking its status (0 = at once)",
+			set: func(c *Config, v string) (err error) {
+				c.PaymentOptionsSettle, err = nonNegativeDuration(v)
+				return err
+			}},
+		{name: "SIBS_SETTLE_DELAY", def: "2s", desc: "after a SIBS call with an unknown outcome, wait this long before asking its status (0 = at once)",
+			set: func(c *Config, v string) (err error) { c.SIBSSettle, err = nonNegativeDuration(v); return err }},
+		{name: "REDIS_WAIT_REPLICAS", def: "0", desc: "replicas that must acknowledge a claim (Redis WAIT) before the gateway is called; 0 waits for none",
+			set: func(c *Config, v string) (err error) { c.RedisWaitReplicas, err = intIn(v, 0, 16); return err }},
+		{name: "REDIS_WAIT_TIMEOUT", def: "500ms", desc: "how long a claim waits for REDIS_WAIT_REPLICAS; past it the command waits (fail closed)",
+			set: func(c *Config, v string) (err error) { c.RedisWaitTimeout, err = positiveDuration(v); return err }},
 		{name: "SHUTDOWN_TIMEOUT", def: "30s", desc: "how long shutdown waits for in-flight commands",
 			set: func(c *Config, v string) (err error) { c.ShutdownTimeout, err = positiveDuration(v); return err }},
 		{name: "IDEMPOTENCY_TTL", def: "168h", desc: "retention of idempotency keys, not shorter than COMMANDS_MAX_AGE",
@@ -721,6 +742,17 @@ func positiveDuration(v string) (time.Duration, error) {
 	}
 	if d <= 0 {
 		return 0, fmt.Errorf("must be > 0, got %s", v)
+	}
+	return d, nil
+}
+
+func nonNegativeDuration(v string) (time.Duration, error) {
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration such as 0, 500ms, 2s or 1m", v)
+	}
+	if d < 0 {
+		return 0, fmt.Errorf("must be ≥ 0, got %s", v)
 	}
 	return d, nil
 }
