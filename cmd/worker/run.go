@@ -171,7 +171,22 @@ func (a *app) start(ctx context.Context) error {
 		}
 		redis.SetLogger(redisLogger{log.With(slog.String("component", "redis"))})
 		a.rdb = redis.NewClient(ropts)
-		a.store = idempotency.NewRedis(a.rdb, idempotency.RedisOptions{TTL: cfg.IdempotencyTTL})
+		// Exactly once does not rest on Redis keeping every write: the
+		// registry (Raft-replicated, in JetStream) tells a merchant whose
+		// records Redis lost from a new one, and from then on keys without
+		// a record are checked at the gateway before anything is sent.
+		reg, err := idempotency.NewKVScopeRegistry(ctx, js, "", cfg.Streams.Replicas)
+		if err != nil {
+			return err
+		}
+		a.store = idempotency.NewRedis(a.rdb, idempotency.RedisOptions{
+			TTL: cfg.IdempotencyTTL, Registry: reg,
+			WaitReplicas: cfg.RedisWaitReplicas, WaitTimeout: cfg.RedisWaitTimeout,
+			OnDoubt: func(scope, reason string, until time.Time) {
+				log.Warn("idempotency store lost records: keys without a record are checked at the gateway's status before any send",
+					slog.String("merchant_id", scope), slog.String("reason", reason), slog.Time("until", until))
+			},
+		})
 		if err := a.store.Ping(ctx); err != nil {
 			// Fail closed, but run: commands wait until Redis answers.
 			log.Warn("Redis not reachable yet: commands will wait for it", slog.String("addr", ropts.Addr), slog.Any("error", err))
@@ -233,6 +248,10 @@ func (a *app) start(ctx context.Context) error {
 		Retry: handlers.Retry{
 			Initial: cfg.RetryInitialInterval, Max: cfg.RetryMaxInterval,
 			MaxElapsed: cfg.RetryMaxElapsed, MaxAttempts: cfg.RetryMaxAttempts,
+		},
+		Settle: map[string]time.Duration{
+			GatewayPaymentOptions: cfg.PaymentOptionsSettle,
+			GatewaySIBS:           cfg.SIBSSettle,
 		},
 		Lease:    cfg.LeaseDuration,
 		AckWait:  cfg.AckWait,
