@@ -169,6 +169,13 @@ func (a *app) start(ctx context.Context) error {
 		if ropts.WriteTimeout == 0 {
 			ropts.WriteTimeout = 2 * time.Second
 		}
+		// One connection per command in flight (claim, complete), a quarter
+		// more for the lease renewals running beside them, and a few spare;
+		// go-redis's default, 10 per CPU, makes commands queue for a
+		// connection. ?pool_size=… in the URL wins.
+		if ropts.PoolSize == 0 {
+			ropts.PoolSize = cfg.WorkerConcurrency + cfg.WorkerConcurrency/4 + 4
+		}
 		redis.SetLogger(redisLogger{log.With(slog.String("component", "redis"))})
 		a.rdb = redis.NewClient(ropts)
 		// Exactly once does not rest on Redis keeping every write: the
@@ -197,7 +204,8 @@ func (a *app) start(ctx context.Context) error {
 	gws := map[string]handlers.Gateway{}
 	poURL, apiKey, xKey := cfg.PaymentOptionsBaseURL, cfg.PaymentOptionsAPIKey.Reveal(), cfg.PaymentOptionsXAPIKey.Reveal()
 	sibsCfg := sibs.Config{BaseURL: cfg.SIBSBaseURL, ClientID: cfg.SIBSClientID, TerminalID: cfg.SIBSTerminalID,
-		Token: cfg.SIBSToken.Reveal(), TokenURL: cfg.SIBSTokenURL, ClientSecret: cfg.SIBSClientSecret.Reveal(), Timeout: cfg.GatewayTimeout}
+		Token: cfg.SIBSToken.Reveal(), TokenURL: cfg.SIBSTokenURL, ClientSecret: cfg.SIBSClientSecret.Reveal(), Timeout: cfg.GatewayTimeout,
+		MaxConns: cfg.WorkerConcurrency}
 	if cfg.Sandbox() {
 		sb := sandbox.New(sandbox.Options{APIKey: "sandbox", XAPIKey: "sandbox", SIBSToken: "sandbox", SIBSClientID: "sandbox",
 			Logger: log.With(slog.String("component", "sandbox"))})
@@ -217,11 +225,13 @@ func (a *app) start(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("sandbox SIBS base URL %q: %w", sb.SIBSBaseURL(), err)
 			}
-			sibsCfg = sibs.Config{BaseURL: su, ClientID: "sandbox", TerminalID: "1", Token: "sandbox", Timeout: cfg.GatewayTimeout}
+			sibsCfg = sibs.Config{BaseURL: su, ClientID: "sandbox", TerminalID: "1", Token: "sandbox", Timeout: cfg.GatewayTimeout,
+				MaxConns: cfg.WorkerConcurrency}
 			log.Info("no SIBS_BASE_URL: the sandbox gateway serves SIBS too", slog.String("base_url", su.String()))
 		}
 	}
-	po, err := paymentoptions.New(paymentoptions.Config{BaseURL: poURL, APIKey: apiKey, XAPIKey: xKey, Timeout: cfg.GatewayTimeout})
+	po, err := paymentoptions.New(paymentoptions.Config{BaseURL: poURL, APIKey: apiKey, XAPIKey: xKey, Timeout: cfg.GatewayTimeout,
+		MaxConns: cfg.WorkerConcurrency})
 	if err != nil {
 		return usageError{fmt.Errorf("PAYMENTOPTIONS_BASE_URL: %w", err)}
 	}

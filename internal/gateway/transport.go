@@ -62,19 +62,57 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// DefaultMaxConns is the number of calls an adapter expects in flight when
+// its configuration gives none.
+const DefaultMaxConns = 64
+
+// idleConnTimeout closes a connection left idle this long, as
+// http.DefaultTransport does.
+const idleConnTimeout = 90 * time.Second
+
 // NoRedirects returns the client an adapter sends with: a copy of c, or,
-// when c is nil, a client with a clone of http.DefaultTransport. The copy
-// does not follow redirects: a 3xx is the answer, to be classified, rather
-// than replayed as a GET. c itself is not changed.
-func NoRedirects(c *http.Client) *http.Client {
+// when c is nil, a client with a Transport sized for maxConns calls in
+// flight (DefaultMaxConns when maxConns is not positive). The copy does not
+// follow redirects: a 3xx is the answer, to be classified, rather than
+// replayed as a GET. c itself is not changed, nor is its transport: a
+// caller that gives its own client sizes its own pool.
+func NoRedirects(c *http.Client, maxConns int) *http.Client {
 	var hc http.Client
 	if c != nil {
 		hc = *c
 	} else {
-		hc.Transport = http.DefaultTransport.(*http.Transport).Clone()
+		hc.Transport = Transport(maxConns)
 	}
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &hc
+}
+
+// Transport returns a clone of http.DefaultTransport (its proxy, dialer, TLS
+// and HTTP/2 settings) for maxConns calls in flight (DefaultMaxConns when
+// maxConns is not positive): it keeps up to maxConns idle connections per
+// host, so that the calls reuse their connections instead of each opening
+// a new one (the default keeps 2 and closes the others after every answer:
+// a TCP and a TLS handshake per call, and a socket left in TIME_WAIT).
+//
+// It also opens at most maxConns connections per host. Without that bound a
+// call that starts while no connection is idle dials, even when another
+// call's connection comes back a moment later and serves it; the dialled
+// one then sits idle, and a burst opens more connections than calls. With
+// it such a call waits for the next free connection instead, within its own
+// timeout and before anything is written. The caller keeps at most
+// maxConns calls in flight, so the wait is that of a connection being
+// handed back. The idle pool as a whole holds twice maxConns, room for a
+// second host such as an OAuth2 token endpoint.
+func Transport(maxConns int) *http.Transport {
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = maxConns
+	t.MaxIdleConns = 2 * maxConns
+	t.MaxConnsPerHost = maxConns
+	t.IdleConnTimeout = idleConnTimeout
+	return t
 }
 
 // HTTP sends an adapter's requests, one attempt each. It is safe for

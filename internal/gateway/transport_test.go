@@ -132,15 +132,15 @@ func TestCheckBaseURL(t *testing.T) {
 
 func TestNoRedirects(t *testing.T) {
 	given := &http.Client{Timeout: time.Minute}
-	c := NoRedirects(given)
+	c := NoRedirects(given, 0)
 	if c == given || given.CheckRedirect != nil || c.Timeout != time.Minute {
 		t.Errorf("NoRedirects changed or did not copy its client")
 	}
 	if err := c.CheckRedirect(nil, nil); err != http.ErrUseLastResponse {
 		t.Errorf("CheckRedirect = %v, want http.ErrUseLastResponse", err)
 	}
-	if d := NoRedirects(nil); d.Transport == nil || d.Transport == http.DefaultTransport {
-		t.Errorf("NoRedirects(nil).Transport = %v, want a clone of the default transport", d.Transport)
+	if d := NoRedirects(nil, 0); d.Transport == nil || d.Transport == http.DefaultTransport {
+		t.Errorf("NoRedirects(nil, 0).Transport = %v, want a clone of the default transport", d.Transport)
 	}
 }
 
@@ -163,7 +163,7 @@ func TestSend(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	h := HTTP{Client: NoRedirects(srv.Client()), Timeout: 5 * time.Second}
+	h := HTTP{Client: NoRedirects(srv.Client(), 0), Timeout: 5 * time.Second}
 	header := http.Header{"X-Key": {"k"}}
 
 	ex := h.Send(context.Background(), http.MethodPost, srv.URL+"/op", header, []byte(`{"a":1}`))
@@ -226,7 +226,7 @@ func TestSendWrittenThenDropped(t *testing.T) {
 		_, _ = conn.Read(buf)
 		_ = conn.Close()
 	}()
-	h := HTTP{Client: NoRedirects(nil), Timeout: 5 * time.Second}
+	h := HTTP{Client: NoRedirects(nil, 0), Timeout: 5 * time.Second}
 	ex := h.Send(context.Background(), http.MethodPost, "http://"+ln.Addr().String()+"/op", nil, []byte(`{}`))
 	if ex.Status != 0 || !ex.Written || ex.Err == nil {
 		t.Errorf("dropped after the request: %+v, want status 0, written, an error", ex)

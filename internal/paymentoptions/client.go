@@ -58,6 +58,12 @@ type Config struct {
 	// copied, and the copy does not follow redirects, so that a 3xx is
 	// classified rather than replayed as a GET.
 	HTTPClient *http.Client
+	// MaxConns is how many calls may be in flight at once (the worker's
+	// concurrency): a client of its own opens at most that many
+	// connections per host and keeps them open for reuse; a call beyond
+	// them waits for a free one. 0 means gateway.DefaultMaxConns. Unused
+	// with HTTPClient.
+	MaxConns int
 	// Timeout bounds one attempt, answer included; 0 means DefaultTimeout.
 	Timeout time.Duration
 }
@@ -139,6 +145,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout < 0 {
 		return nil, fmt.Errorf("paymentoptions: timeout %s is negative", cfg.Timeout)
 	}
+	if cfg.MaxConns < 0 {
+		return nil, fmt.Errorf("paymentoptions: max conns %d is negative", cfg.MaxConns)
+	}
 	timeout := cfg.Timeout
 	if timeout == 0 {
 		timeout = DefaultTimeout
@@ -147,7 +156,7 @@ func New(cfg Config) (*Client, error) {
 		base:    strings.TrimRight(u.String(), "/"),
 		apiKey:  cfg.APIKey,
 		xAPIKey: cfg.XAPIKey,
-		http:    gateway.HTTP{Client: gateway.NoRedirects(cfg.HTTPClient), Timeout: timeout},
+		http:    gateway.HTTP{Client: gateway.NoRedirects(cfg.HTTPClient, cfg.MaxConns), Timeout: timeout},
 	}, nil
 }
 

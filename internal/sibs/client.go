@@ -93,9 +93,16 @@ type Config struct {
 	TokenSource   oauth2.TokenSource
 	RefreshBefore time.Duration
 
-	// HTTPClient sends the requests; nil means a client of its own. It is
-	// copied, and the copy does not follow redirects.
+	// HTTPClient sends the requests, and the token requests; nil means a
+	// client of its own. It is copied, and the copy does not follow
+	// redirects.
 	HTTPClient *http.Client
+	// MaxConns is how many calls may be in flight at once (the worker's
+	// concurrency): a client of its own opens at most that many
+	// connections per host and keeps them open for reuse; a call beyond
+	// them waits for a free one. 0 means gateway.DefaultMaxConns. Unused
+	// with HTTPClient.
+	MaxConns int
 	// Timeout bounds one request, answer included, and one token request;
 	// 0 means DefaultTimeout.
 	Timeout time.Duration
@@ -202,12 +209,14 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("sibs: timeout %s is negative", cfg.Timeout)
 	case cfg.RefreshBefore < 0:
 		return nil, fmt.Errorf("sibs: refresh-before %s is negative", cfg.RefreshBefore)
+	case cfg.MaxConns < 0:
+		return nil, fmt.Errorf("sibs: max conns %d is negative", cfg.MaxConns)
 	}
 	timeout := cfg.Timeout
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
-	hc := gateway.NoRedirects(cfg.HTTPClient)
+	hc := gateway.NoRedirects(cfg.HTTPClient, cfg.MaxConns)
 	channel := cfg.Channel
 	if channel == "" {
 		channel = DefaultChannel

@@ -46,6 +46,9 @@ func newBearer(cfg Config, hc *http.Client, timeout time.Duration) *bearer {
 		if early == 0 {
 			early = DefaultRefreshBefore
 		}
+		// A copy of the calls' client, with its Transport: the token
+		// requests reuse the pooled connections (gateway.Transport) rather
+		// than opening their own.
 		tokenHTTP := *hc
 		tokenHTTP.Timeout = timeout
 		// The token requests are made outside any one attempt's context,
