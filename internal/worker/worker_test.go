@@ -139,21 +139,58 @@ func TestSameKeyTwiceCallsGatewayOnce(t *testing.T) {
 	}
 }
 
+// TestSameKeyOtherParametersIsRejected: a key names one operation. The same
+// key again with any parameter of the fingerprint changed (type, gateway,
+// transaction, amount, currency) is rejected as idempotency_key_conflict,
+// and the gateway is not called for it.
 func TestSameKeyOtherParametersIsRejected(t *testing.T) {
-	s := systemtest.Start(t, systemtest.DefaultOptions())
-	auth := s.Sandbox.Authorise(merchant, 1000, "EUR")
-	s.Publish(t, "capture", systemtest.Cmd{"command_id": "a", "type": "capture", "idempotency_key": "k",
-		"merchant_id": merchant, "transaction_id": auth, "amount": 1000, "currency": "EUR"})
-	s.WaitKind(t, merchant, "k", events.CaptureSucceeded)
-	s.Publish(t, "capture", systemtest.Cmd{"command_id": "b", "type": "capture", "idempotency_key": "k",
-		"merchant_id": merchant, "transaction_id": auth, "amount": 999, "currency": "EUR"})
-	rej := s.WaitKind(t, merchant, "k", events.Rejected)
-	if e := rej.Event.Data.Error; e == nil || e.Code != "idempotency_key_conflict" || e.Field != "idempotency_key" {
-		t.Errorf("rejection = %+v, want idempotency_key_conflict on idempotency_key", rej.Event.Data.Error)
-	}
-	s.Settle(t)
-	if n := s.Sandbox.Calls("capture"); n != 1 {
-		t.Errorf("gateway capture calls = %d, want 1", n)
+	o := systemtest.DefaultOptions()
+	o.Workers = 0
+	s := systemtest.Start(t, o)
+	var calls callLog
+	startRecordedWorker(t, s, o, &calls)
+	for _, tc := range []struct {
+		name   string
+		change func(c systemtest.Cmd, other string)
+	}{
+		{"type", func(c systemtest.Cmd, _ string) { c["type"] = "void"; delete(c, "amount"); delete(c, "currency") }},
+		{"gateway", func(c systemtest.Cmd, _ string) { c["gateway"] = "sibs" }},
+		{"transaction", func(c systemtest.Cmd, other string) { c["transaction_id"] = other }},
+		{"amount", func(c systemtest.Cmd, _ string) { c["amount"] = 999 }},
+		{"currency", func(c systemtest.Cmd, _ string) { c["currency"] = "PLN" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			key := "k-" + tc.name
+			auth := s.Sandbox.Authorise(merchant, 1000, "EUR")
+			other := s.Sandbox.Authorise(merchant, 1000, "EUR")
+			first := systemtest.Cmd{"command_id": key + "-a", "type": "capture", "idempotency_key": key,
+				"merchant_id": merchant, "transaction_id": auth, "amount": 1000, "currency": "EUR"}
+			s.Publish(t, "capture", first)
+			s.WaitKind(t, merchant, key, events.CaptureSucceeded)
+			s.Settle(t)
+			before := len(calls.of(key))
+
+			second := systemtest.Cmd{}
+			for k, v := range first {
+				second[k] = v
+			}
+			second["command_id"] = key + "-b"
+			tc.change(second, other)
+			s.Publish(t, second["type"].(string), second)
+			rej := s.WaitKind(t, merchant, key, events.Rejected)
+			if e := rej.Event.Data.Error; e == nil || e.Code != "idempotency_key_conflict" || e.Field != "idempotency_key" {
+				t.Errorf("rejection = %+v, want idempotency_key_conflict on idempotency_key", rej.Event.Data.Error)
+			}
+			s.Settle(t)
+			if got := calls.of(key); len(got) != before {
+				t.Errorf("gateway calls for the key: %v, then %v after the conflicting command; want none more", got[:before], got[before:])
+			}
+			for _, a := range []string{auth, other} {
+				if ops := s.Sandbox.Applied(a); a == other && len(ops) != 0 || a == auth && len(ops) != 1 {
+					t.Errorf("ledger of %s: %s", a, ledgerOf(s.Sandbox, a))
+				}
+			}
+		})
 	}
 }
 
