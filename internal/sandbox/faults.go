@@ -53,6 +53,10 @@ type Faults struct {
 	Down              bool
 	UnclearRate       float64
 	FaultStatus       bool
+	// SIBSUnlisted: SIBS status answers omit their operations list, as a
+	// SIBS that does not list an authorisation's operations would; a
+	// partial capture's fate then cannot be read from status.
+	SIBSUnlisted bool
 }
 
 type faultsJSON struct {
@@ -65,6 +69,7 @@ type faultsJSON struct {
 	Down              bool    `json:"down,omitempty"`
 	UnclearRate       float64 `json:"unclear_rate,omitempty"`
 	FaultStatus       bool    `json:"fault_status,omitempty"`
+	SIBSUnlisted      bool    `json:"sibs_unlisted,omitempty"`
 }
 
 // MarshalJSON encodes f with snake_case names and durations as Go duration
@@ -78,6 +83,7 @@ func (f Faults) MarshalJSON() ([]byte, error) {
 		Down:              f.Down,
 		UnclearRate:       f.UnclearRate,
 		FaultStatus:       f.FaultStatus,
+		SIBSUnlisted:      f.SIBSUnlisted,
 	}
 	if f.Latency != 0 {
 		j.Latency = f.Latency.String()
@@ -105,6 +111,7 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 		Down:              j.Down,
 		UnclearRate:       j.UnclearRate,
 		FaultStatus:       j.FaultStatus,
+		SIBSUnlisted:      j.SIBSUnlisted,
 	}
 	var err error
 	if j.Latency != "" {

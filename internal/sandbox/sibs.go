@@ -419,6 +419,9 @@ func (s *Sandbox) sibsStatus(w http.ResponseWriter, id string) {
 			Amount:               sibsMoney(a.Amount, a.Currency),
 			Operations:           &ops,
 		}
+		if s.faults.SIBSUnlisted {
+			ans.Operations = nil
+		}
 	} else if e, ok := s.ops[id]; ok {
 		ans = sibsAnswer{
 			Merchant:             &sibsMerchant{MerchantTransactionID: e.Reference},

@@ -11,6 +11,7 @@ import (
 	"github.com/payworker/payworker/internal/events"
 	"github.com/payworker/payworker/internal/gateway"
 	"github.com/payworker/payworker/internal/handlers"
+	"github.com/payworker/payworker/internal/sandbox"
 	"github.com/payworker/payworker/internal/sibs"
 	"github.com/payworker/payworker/internal/systemtest"
 	"github.com/payworker/payworker/internal/worker"
@@ -189,5 +190,52 @@ func TestLostRedisRecordsNeverResendBlind(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLostRecordUnprovableIsDeadLettered: when the status answer cannot tell
+// whether our partial capture happened (a SIBS that does not list an
+// authorisation's operations), a key whose record was lost is dead-lettered
+// as outcome_unknown: never resent, never marked failed.
+func TestLostRecordUnprovableIsDeadLettered(t *testing.T) {
+	o := systemtest.DefaultOptions()
+	o.Workers = 0
+	o.Retry.MaxElapsed = time.Second
+	s := systemtest.Start(t, o)
+	if !s.Redis.Own {
+		t.Skip("REDIS_URL is set: the test cannot restart a shared server")
+	}
+	var calls callLog
+	startRecordedWorker(t, s, o, &calls)
+	auth := s.Sandbox.Authorise(sibsMerchant, 500, "PLN")
+	capture := func(id string) {
+		s.Publish(t, "capture", systemtest.Cmd{"command_id": id, "idempotency_key": "k", "type": "capture",
+			"merchant_id": sibsMerchant, "transaction_id": auth, "amount": 200, "currency": "PLN"})
+	}
+	capture("first")
+	s.WaitKind(t, sibsMerchant, "k", events.CaptureSucceeded)
+	s.Settle(t)
+
+	s.Redis.Stop()
+	s.Redis.Start()
+	s.Sandbox.SetFaults(sandbox.Faults{SIBSUnlisted: true})
+	calls.reset()
+	capture("again")
+	dl := s.WaitKind(t, sibsMerchant, "k", events.DeadLettered)
+	s.Settle(t)
+	if e := dl.Event.Data.Error; e == nil || e.Code != "outcome_unknown" {
+		t.Errorf("dead letter error = %+v, want outcome_unknown", dl.Event.Data.Error)
+	}
+	for _, c := range calls.of("k") {
+		if c != "status" {
+			t.Errorf("gateway calls after the loss %v: want status calls only", calls.of("k"))
+			break
+		}
+	}
+	if ops := s.Sandbox.Applied(auth); len(ops) != 1 {
+		t.Errorf("ledger %s, want the one capture from before the loss", ledgerOf(s.Sandbox, auth))
+	}
+	if n := systemtest.Count(s.EventsFor(sibsMerchant, "k"), events.CaptureFailed); n != 0 {
+		t.Errorf("%d capture.failed events, want none", n)
 	}
 }
