@@ -100,9 +100,31 @@ func (h *Handler) reject(ctx context.Context, msg jetstream.Msg, meta *jetstream
 	log.Info("command rejected", slog.String("error", why.Message), slog.String("event_id", id))
 }
 
+// deadLetterRetryDelay is how long a command waits before redelivery when
+// its dead letter could not be stored whole: the stream that refused it
+// (full, unavailable) is not expected back at once, and the redelivery runs
+// the gateway attempts again.
+const deadLetterRetryDelay = 2 * time.Second
+
 // deadLetter stores the command in <prefix>.dlq.<type> with the reason, then
 // publishes the dead_lettered event, releases the key (keeping the record so a
 // replay reconciles first when the outcome is uncertain) and acks.
+//
+// The message is acked only once both the DLQ copy and the dead_lettered
+// event are stored. If JetStream refuses either, the key is released all the
+// same (keeping the uncertain flag) and the message is NakWithDelay'd: its
+// redelivery claims the key anew and runs the command again.
+//
+// The DLQ copy's Nats-Msg-Id names the command message and how its run
+// ended (dlqMsgID), not the claim: a run of the same message that ends the
+// same way inside DUPLICATE_WINDOW (a publish retry, the redelivery after a
+// refused dead_lettered event or after a crash before the ack) is the same
+// dead letter, so JetStream drops its copy and acks it with the first
+// copy's sequence, and the dead_lettered event, whose id derives from it, is
+// stored once. The stored copy keeps the first run's attempt headers. A run
+// that ends otherwise (outcome_unknown rather than retries_exhausted) is
+// another dead letter and gets a copy of its own, so the DLQ never hides
+// that an attempt may have reached the gateway.
 func (h *Handler) deadLetter(ctx, fin context.Context, log *slog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata,
 	cmd *command.Command, gwName string, token int64, ex execution, start time.Time) {
 	hdr := nats.Header{}
@@ -120,12 +142,11 @@ func (h *Handler) deadLetter(ctx, fin context.Context, log *slog.Logger, msg jet
 	hdr.Set(HeaderDeadLetteredAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
 	h.originHeaders(hdr, msg, meta)
 	dlqSubject := h.cfg.Streams.DLQSubject(string(cmd.Type))
-	msgID := fmt.Sprintf("dlq:%s:%d", seqID(meta), token)
+	msgID := dlqMsgID(meta, ex)
 	ack, err := h.publishAck(fin, dlqSubject, msg.Data(), msgID, hdr)
 	if err != nil {
-		log.Warn("dead letter not stored; releasing for redelivery", slog.Any("error", err))
-		_ = h.cfg.Store.Release(fin, cmd.MerchantID, cmd.Key(), token, ex.uncertain)
-		h.settle(log, "nak", msg.Nak())
+		log.Warn("dead letter not stored; key released, redelivery later", slog.Any("error", err))
+		h.handBackDeadLetter(fin, log, msg, cmd, token, ex.uncertain, start)
 		return
 	}
 	if h.died(PointDeadLettered, cmd.Key()) {
@@ -140,17 +161,51 @@ func (h *Handler) deadLetter(ctx, fin context.Context, log *slog.Logger, msg jet
 		err = h.publish(fin, h.cfg.Streams.EventSubject(string(events.DeadLettered)), body, id, nil)
 	}
 	if err != nil {
-		log.Warn("dead_lettered event not stored", slog.Any("error", err))
-	} else {
-		h.obs.EventPublished(string(events.DeadLettered))
+		log.Warn("dead_lettered event not stored; key released, redelivery later", slog.Any("error", err),
+			slog.String("dlq_subject", dlqSubject), slog.Uint64("dlq_seq", ack.Sequence))
+		h.handBackDeadLetter(fin, log, msg, cmd, token, ex.uncertain, start)
+		return
 	}
-	if err := h.cfg.Store.Release(fin, cmd.MerchantID, cmd.Key(), token, ex.uncertain); err != nil {
-		log.Warn("release after dead letter (the lease will expire instead)", slog.Any("error", err))
-	}
+	h.obs.EventPublished(string(events.DeadLettered))
+	h.releaseDeadLetter(fin, log, cmd, token, ex.uncertain)
 	h.settle(log, "ack", msg.DoubleAck(fin))
 	h.obs.CommandDone(string(cmd.Type), "dead_lettered", h.cfg.Now().Sub(start))
 	log.Warn("command dead-lettered", slog.String("reason", ex.reason), slog.String("detail", ex.detail),
 		slog.Int("attempts", ex.attempts), slog.String("dlq_subject", dlqSubject), slog.Uint64("dlq_seq", ack.Sequence))
+}
+
+// dlqMsgID is the Nats-Msg-Id of a command's DLQ copy: the command message
+// and how its run ended (see deadLetter), e.g.
+// dlq:PAYMENT_COMMANDS:42:outcome_unknown:uncertain.
+func dlqMsgID(meta *jetstream.MsgMetadata, ex execution) string {
+	id := "dlq:" + seqID(meta) + ":" + ex.reason
+	if ex.uncertain {
+		id += ":uncertain"
+	}
+	return id
+}
+
+// handBackDeadLetter gives back a command whose dead letter is not stored
+// whole: it releases the key, keeping uncertain so that the next run
+// reconciles first, then NakWithDelays the message, so its redelivery finds
+// the key released.
+func (h *Handler) handBackDeadLetter(fin context.Context, log *slog.Logger, msg jetstream.Msg, cmd *command.Command,
+	token int64, uncertain bool, start time.Time) {
+	h.releaseDeadLetter(fin, log, cmd, token, uncertain)
+	h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(deadLetterRetryDelay)))
+	h.obs.CommandDone(string(cmd.Type), "requeued", h.cfg.Now().Sub(start))
+}
+
+// releaseDeadLetter gives the key back after a dead letter, stored or not.
+// A refused publication retries until fin ends, so the release has a
+// context of its own, bounded by the lease it gives back; if it fails, the
+// lease expires instead and the next holder takes the key over as uncertain.
+func (h *Handler) releaseDeadLetter(fin context.Context, log *slog.Logger, cmd *command.Command, token int64, uncertain bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(fin), h.cfg.Lease)
+	defer cancel()
+	if err := h.cfg.Store.Release(ctx, cmd.MerchantID, cmd.Key(), token, uncertain); err != nil {
+		log.Warn("release after dead letter (the lease will expire instead)", slog.Any("error", err))
+	}
 }
 
 func (h *Handler) originHeaders(hdr nats.Header, msg jetstream.Msg, meta *jetstream.MsgMetadata) {
