@@ -62,10 +62,14 @@ const (
 // <prefix>{<scope>}:key:<key>, and a transaction lock a JSON string
 // {"key","token","lease_until_ms"} under <prefix>{<scope>}:txn:<transaction>
 // that expires with the lease (PX). The hash tag on the scope keeps the two in
-// one Cluster slot. Every method is one round trip: a Lua script (EVALSHA,
-// falling back to EVAL after a restart or failover) that reads, decides and
-// writes atomically. Lease times come from the Redis server's clock
-// (TIME), so workers whose clocks disagree still agree on who holds a lease.
+// one Cluster slot. Every transition is one Lua script (EVALSHA, falling
+// back to EVAL after a restart or failover) that reads, decides and writes
+// atomically. The scripts of concurrent callers share pipelines: while one
+// pipeline is in flight the next calls queue, and go out together in one
+// write and one read, so a busy worker makes a few round trips per batch of
+// commands rather than two per command, and a lone call goes out at once.
+// Lease times come from the Redis server's clock (TIME), so workers whose
+// clocks disagree still agree on who holds a lease.
 //
 // Renew, Complete and Release reach the transaction lock named in the record,
 // a key the script builds rather than declares; it shares the record's hash
@@ -85,6 +89,7 @@ type RedisStore struct {
 	waitReplicas int
 	waitTimeout  time.Duration
 	onDoubt      func(scope, reason string, until time.Time)
+	pipe         *pipe
 }
 
 // NewRedis returns a store on rdb. It panics when opts.TTL is not positive or
@@ -112,7 +117,8 @@ func NewRedis(rdb redis.UniversalClient, opts RedisOptions) *RedisStore {
 		opts.OnDoubt = func(string, string, time.Time) {}
 	}
 	return &RedisStore{rdb: rdb, prefix: opts.Prefix, ttl: opts.TTL, registry: opts.Registry,
-		doubt: opts.DoubtWindow, waitReplicas: opts.WaitReplicas, waitTimeout: opts.WaitTimeout, onDoubt: opts.OnDoubt}
+		doubt: opts.DoubtWindow, waitReplicas: opts.WaitReplicas, waitTimeout: opts.WaitTimeout, onDoubt: opts.OnDoubt,
+		pipe: &pipe{rdb: rdb, waitReplicas: opts.WaitReplicas, waitTimeout: opts.WaitTimeout}}
 }
 
 // epochKey is <prefix>{<scope>}:epoch, the scope's epoch marker.
@@ -488,42 +494,21 @@ func claimOf(code int64, res []any) (Claim, error) {
 	return c, nil
 }
 
-// evalClaim runs the claim script and, with waitReplicas, WAIT on the same
-// connection in the same round trip. It returns how many replicas
-// acknowledged the claim (0 without waitReplicas).
+// evalClaim runs the claim script in the store's pipeline and, with
+// waitReplicas, a WAIT after it on the same connection in the same round
+// trip. It returns how many replicas acknowledged the claim (0 without
+// waitReplicas).
 func (s *RedisStore) evalClaim(ctx context.Context, keys []string, args []any) ([]any, int64, error) {
-	if s.waitReplicas <= 0 {
-		res, err := claimScript.Run(ctx, s.rdb, keys, args...).Slice()
-		return res, 0, err
+	c := &scriptCall{ctx: ctx, script: claimScript, keys: keys, args: args, wait: s.waitReplicas > 0}
+	s.pipe.run(c)
+	if c.err != nil {
+		return nil, 0, c.err
 	}
-	for _, cached := range []bool{true, false} {
-		var (
-			ev   *redis.Cmd
-			wait *redis.Cmd
-		)
-		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			if cached {
-				ev = claimScript.EvalSha(ctx, p, keys, args...)
-			} else {
-				ev = claimScript.Eval(ctx, p, keys, args...)
-			}
-			wait = p.Do(ctx, "wait", s.waitReplicas, s.waitTimeout.Milliseconds())
-			return nil
-		})
-		if cached && redis.HasErrorPrefix(ev.Err(), "NOSCRIPT") {
-			continue
-		}
-		res, err := ev.Slice()
-		if err != nil {
-			return nil, 0, err
-		}
-		n, err := wait.Int64()
-		if err != nil {
-			return nil, 0, fmt.Errorf("WAIT: %w", err)
-		}
-		return res, n, nil
+	res, ok := c.res.([]any)
+	if !ok {
+		return nil, 0, fmt.Errorf("reply %T, want an array", c.res)
 	}
-	return nil, 0, errors.New("script not loaded")
+	return res, c.acked, nil
 }
 
 // initEpoch writes the epoch marker of a scope that has none: a new scope
@@ -646,13 +631,17 @@ func (s *RedisStore) check(scope, key string) error {
 	return checkScope(scope)
 }
 
-// run runs a fencing script on the record of key: 1 is success, 0 ErrFenced.
+// run runs a fencing script on the record of key, in the store's
+// pipeline: 1 is success, 0 ErrFenced.
 func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, scope, key string, token int64, args ...any) error {
-	n, err := script.Run(ctx, s.rdb, []string{s.recordKey(scope, key)},
-		append([]any{key, token}, args...)...).Int64()
+	c := &scriptCall{ctx: ctx, script: script, keys: []string{s.recordKey(scope, key)}, args: append([]any{key, token}, args...)}
+	s.pipe.run(c)
+	n, ok := c.res.(int64)
 	switch {
-	case err != nil:
-		return fmt.Errorf("idempotency: redis %s: %w", op, err)
+	case c.err != nil:
+		return fmt.Errorf("idempotency: redis %s: %w", op, c.err)
+	case !ok:
+		return fmt.Errorf("idempotency: redis %s: reply %T, want an integer", op, c.res)
 	case n == 0:
 		return ErrFenced
 	}
