@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,45 +36,67 @@ import (
 // TestChaos runs the real worker binary as three processes against one NATS
 // server, one idempotency store and the sandbox gateway, which refuses calls
 // with 503 and 429 and applies some then drops the connection. It publishes
-// hundreds of captures, partial captures and voids, every one two or three
-// times (the same command_id, dropped by the stream's Nats-Msg-Id
-// de-duplication, or another command_id with the same idempotency key), plus
-// capture-and-void pairs on one authorisation, while it kills a random worker
-// with SIGKILL about every second and starts it again. When everything has
-// settled it checks SPEC §4 on the whole record:
+// hundreds of captures, partial captures and voids through PaymentOptions,
+// and partial captures through SIBS, some authorisations captured in two
+// parts under two keys, every one two or three times (the same command_id,
+// dropped by the stream's Nats-Msg-Id de-duplication, or another command_id
+// with the same idempotency key), plus capture-and-void pairs on one
+// authorisation, while it kills a random worker with SIGKILL about every
+// second and starts it again. When everything has settled it checks SPEC §4
+// on the whole record:
 //
 //   - the sandbox's ledger holds exactly one effective operation per key, and
-//     exactly one per authorisation of a pair;
+//     exactly one per authorisation of a pair; at SIBS, the captured total of
+//     each authorisation is the sum of its keys' amounts, each key once;
 //   - PAYMENT_EVENTS holds exactly one terminal event per key (none for a key
 //     dead-lettered because its budget ran out, which then has a DLQ entry and
 //     a dead_lettered event), and it matches the ledger: succeeded ⇔ applied;
 //   - the consumer has no message pending or unacked;
-//   - at the gateway (a recording proxy in front of the sandbox), no
-//     operation was resent blind after an answer that may have been applied,
-//     and a capture and a void of one authorisation were never in flight at
-//     once (SPEC §4.5, §5);
+//   - at the gateway (a recording proxy in front of the sandbox, on the paths
+//     of both gateways), no operation was resent blind after an answer that
+//     may have been applied, and no two operations of one authorisation were
+//     in flight at once (SPEC §4.5, §5);
 //   - some keys were taken over from killed workers.
 //
-// Since the sandbox refuses a second operation on an authorisation, the
-// ledger alone cannot show a resend; the proxy's record can.
+// Since the PaymentOptions sandbox refuses a second operation on an
+// authorisation, its ledger alone cannot show a resend there; the proxy's
+// record can. SIBS applies a second partial capture, so there the ledger
+// shows it too.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos test: kills and restarts worker processes for half a minute")
 	}
 	bin := buildWorker(t)
 	for _, tc := range []struct {
-		name           string
-		kv             bool
-		singles, pairs int
+		name string
+		kv   bool
+		mix  chaosMix
 	}{
-		{"redis", false, 460, 40},
-		{"jetstream-kv", true, 150, 20},
+		{"redis", false, chaosMix{singles: 340, pairs: 40, sibsSingles: 60, sibsSplits: 30}},
+		{"jetstream-kv", true, chaosMix{singles: 110, pairs: 20, sibsSingles: 20, sibsSplits: 10}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			runChaos(t, bin, tc.kv, tc.singles, tc.pairs)
+			runChaos(t, bin, tc.kv, tc.mix)
 		})
 	}
 }
+
+// chaosMix is how many of each kind of command a chaos run publishes.
+type chaosMix struct {
+	// singles are PaymentOptions captures, partial captures and voids, one
+	// per authorisation; pairs are a capture and a void of one
+	// authorisation (two commands each).
+	singles, pairs int
+	// sibsSingles are SIBS partial captures, one per authorisation;
+	// sibsSplits are SIBS authorisations captured in two parts under two
+	// keys (two commands each). Every amount leaves room for a second
+	// capture of it, so that the sandbox would apply a resend.
+	sibsSingles, sibsSplits int
+}
+
+// chaosSIBSMerchants are routed to SIBS (GATEWAY_ROUTES); the others use
+// PaymentOptions.
+var chaosSIBSMerchants = []string{"S01", "S02"}
 
 // Chaos settings: the workers' lease and ack wait are short, so that the
 // keys and messages of a killed worker come back within the test.
@@ -90,11 +113,21 @@ const (
 type chaosCommand struct {
 	merchant, key, typ, auth string
 	amount                   int64 // 0 for a void
-	pair                     int   // >0: the pair (capture and void of one authorisation) it belongs to
-	ids                      []string
+	currency                 string
+	pair                     int // >0: the pair (capture and void of one authorisation) it belongs to
+	// sibs: the merchant is routed to SIBS. The command then carries the
+	// authorisation's time (authorisedAt), so the adapter makes no status
+	// call of its own before an attempt, which would hide a blind resend
+	// from checkNeverBlind.
+	sibs         bool
+	authorisedAt time.Time
+	// after: the first copy is published right after after's first copy,
+	// so that both are in flight together (the transaction lock has work).
+	after *chaosCommand
+	ids   []string
 }
 
-func runChaos(t *testing.T, bin string, kv bool, singles, pairs int) {
+func runChaos(t *testing.T, bin string, kv bool, mix chaosMix) {
 	began := time.Now()
 	o := systemtest.DefaultOptions()
 	o.KV = kv
@@ -112,6 +145,11 @@ func runChaos(t *testing.T, bin string, kv bool, singles, pairs int) {
 		"PAYMENTOPTIONS_BASE_URL=" + tap.url,
 		"PAYMENTOPTIONS_API_KEY=k",
 		"PAYMENTOPTIONS_X_API_KEY=x",
+		"SIBS_BASE_URL=" + tap.root,
+		"SIBS_CLIENT_ID=c",
+		"SIBS_TOKEN=t",
+		"SIBS_TERMINAL_ID=1",
+		"GATEWAY_ROUTES=" + chaosSIBSMerchants[0] + "=sibs," + chaosSIBSMerchants[1] + "=sibs",
 		"HTTP_ADDR=off",
 		"LEASE_DURATION=" + chaosLease.String(),
 		"ACK_WAIT=" + chaosLease.String(),
@@ -153,14 +191,16 @@ func runChaos(t *testing.T, bin string, kv bool, singles, pairs int) {
 		return err == nil && len(info.Name) > 0
 	})
 
-	// The commands: captures, partial captures and voids on distinct
-	// authorisations, and capture-and-void pairs on one.
+	// The commands: PaymentOptions captures, partial captures and voids on
+	// distinct authorisations, and capture-and-void pairs on one; SIBS
+	// partial captures on distinct authorisations, and SIBS authorisations
+	// captured in two parts under two keys.
 	merchants := []string{"M01", "M02", "M03"}
 	var cmds []*chaosCommand
-	for i := range singles {
+	for i := range mix.singles {
 		m := merchants[i%len(merchants)]
 		authorised := int64(500 + rng.IntN(5000))
-		c := &chaosCommand{merchant: m, key: fmt.Sprintf("%s-s%d", run, i), auth: s.Sandbox.Authorise(m, authorised, "JPY")}
+		c := &chaosCommand{merchant: m, key: fmt.Sprintf("%s-s%d", run, i), currency: "JPY", auth: s.Sandbox.Authorise(m, authorised, "JPY")}
 		switch i % 3 {
 		case 0:
 			c.typ, c.amount = "capture", authorised
@@ -171,19 +211,43 @@ func runChaos(t *testing.T, bin string, kv bool, singles, pairs int) {
 		}
 		cmds = append(cmds, c)
 	}
-	for i := range pairs {
+	for i := range mix.pairs {
 		m := merchants[i%len(merchants)]
 		authorised := int64(500 + rng.IntN(5000))
 		auth := s.Sandbox.Authorise(m, authorised, "JPY")
-		cmds = append(cmds,
-			&chaosCommand{merchant: m, key: fmt.Sprintf("%s-p%d-capture", run, i), typ: "capture", auth: auth, amount: authorised, pair: i + 1},
-			&chaosCommand{merchant: m, key: fmt.Sprintf("%s-p%d-void", run, i), typ: "void", auth: auth, pair: i + 1})
+		capture := &chaosCommand{merchant: m, key: fmt.Sprintf("%s-p%d-capture", run, i), typ: "capture", currency: "JPY",
+			auth: auth, amount: authorised, pair: i + 1}
+		cmds = append(cmds, capture,
+			&chaosCommand{merchant: m, key: fmt.Sprintf("%s-p%d-void", run, i), typ: "void", auth: auth, pair: i + 1, after: capture})
+	}
+	sibsCurrencies := []string{"PLN", "EUR"}
+	sibsCapture := func(key, auth string, amount int64) *chaosCommand {
+		a, _ := s.Sandbox.Authorisation(auth)
+		return &chaosCommand{merchant: a.MerchantID, key: key, typ: "capture", auth: auth, amount: amount, currency: a.Currency,
+			sibs: true, authorisedAt: a.AuthorisedAt}
+	}
+	for i := range mix.sibsSingles {
+		// At most half the authorisation: a second capture would fit.
+		authorised := int64(500 + rng.IntN(5000))
+		auth := s.Sandbox.Authorise(chaosSIBSMerchants[i%2], authorised, sibsCurrencies[i/2%2])
+		cmds = append(cmds, sibsCapture(fmt.Sprintf("%s-b%d", run, i), auth, 1+rng.Int64N(authorised/2)))
+	}
+	for i := range mix.sibsSplits {
+		// Two parts of at most a quarter each: a second capture of either
+		// would fit after both.
+		authorised := int64(1000 + rng.IntN(5000))
+		auth := s.Sandbox.Authorise(chaosSIBSMerchants[i%2], authorised, sibsCurrencies[i/2%2])
+		first := sibsCapture(fmt.Sprintf("%s-t%d-a", run, i), auth, 1+rng.Int64N(authorised/4))
+		second := sibsCapture(fmt.Sprintf("%s-t%d-b", run, i), auth, 1+rng.Int64N(authorised/4))
+		second.after = first
+		cmds = append(cmds, first, second)
 	}
 
 	// Every command is published two or three times: the first copy, then
 	// copies with the same command_id (the stream drops them) or another.
-	// The copies are shuffled, except that a pair's void follows its capture
-	// at once, so that both are in flight together and the transaction lock
+	// The copies are shuffled, except that the first copy of a pair's void
+	// (of a split's second part) follows that of its capture (first part) at
+	// once, so that both are in flight together and the transaction lock
 	// has work to do.
 	type publication struct {
 		c   *chaosCommand
@@ -191,19 +255,16 @@ func runChaos(t *testing.T, bin string, kv bool, singles, pairs int) {
 		dup bool // same command_id as an earlier copy: the stream must drop it
 	}
 	var units [][]publication
-	var pairVoid []publication // the first copy of each pair's void, by pair
+	firstUnit := map[*chaosCommand]int{} // the unit of a command's first copy
+	var following []publication          // first copies that follow another's
 	for _, c := range cmds {
 		c.ids = []string{c.key + "-c0"}
-		first := []publication{{c: c, id: c.ids[0]}}
-		switch {
-		case c.pair > 0 && c.typ == "capture":
-			pairVoid = append(pairVoid, publication{}) // filled below
-		case c.pair > 0 && c.typ == "void":
-			pairVoid[c.pair-1] = first[0]
-			first = nil
-		}
-		if first != nil {
-			units = append(units, first)
+		first := publication{c: c, id: c.ids[0]}
+		if c.after != nil {
+			following = append(following, first)
+		} else {
+			firstUnit[c] = len(units)
+			units = append(units, []publication{first})
 		}
 		copies := 2 + rng.IntN(2)
 		for j := 1; j < copies; j++ {
@@ -216,11 +277,9 @@ func runChaos(t *testing.T, bin string, kv bool, singles, pairs int) {
 			units = append(units, []publication{{c: c, id: id}})
 		}
 	}
-	for i, u := range units {
-		if c := u[0].c; c.pair > 0 && c.typ == "capture" && pairVoid[c.pair-1].c != nil {
-			units[i] = append(u, pairVoid[c.pair-1])
-			pairVoid[c.pair-1] = publication{}
-		}
+	for _, p := range following {
+		i := firstUnit[p.c.after]
+		units[i] = append(units[i], p)
 	}
 	rng.Shuffle(len(units), func(i, j int) { units[i], units[j] = units[j], units[i] })
 	var pubs []publication
@@ -328,8 +387,8 @@ func runChaos(t *testing.T, bin string, kv bool, singles, pairs int) {
 	}
 	checkChaos(t, s, records, cmds)
 	checkNeverBlind(t, tap)
-	t.Logf("%d commands (%d pairs), %d publications (%d dropped as duplicates), %d kills, %v",
-		len(cmds), pairs, len(pubs), dropped, kills, time.Since(began).Round(time.Millisecond))
+	t.Logf("%d commands (%d pairs; %d through SIBS, %d of them on split authorisations), %d publications (%d dropped as duplicates), %d kills, %v",
+		len(cmds), mix.pairs, mix.sibsSingles+2*mix.sibsSplits, 2*mix.sibsSplits, len(pubs), dropped, kills, time.Since(began).Round(time.Millisecond))
 	if dropped != droppedWant {
 		t.Errorf("publications dropped as duplicates = %d, want %d", dropped, droppedWant)
 	}
@@ -340,7 +399,10 @@ func (c *chaosCommand) command(id string) systemtest.Cmd {
 	cmd := systemtest.Cmd{"command_id": id, "type": c.typ, "idempotency_key": c.key, "merchant_id": c.merchant,
 		"transaction_id": c.auth}
 	if c.typ == "capture" {
-		cmd["amount"], cmd["currency"] = c.amount, "JPY"
+		cmd["amount"], cmd["currency"] = c.amount, c.currency
+	}
+	if !c.authorisedAt.IsZero() {
+		cmd["original_transaction_time"] = c.authorisedAt.Format(time.RFC3339Nano)
 	}
 	return cmd
 }
@@ -370,8 +432,10 @@ func checkChaos(t *testing.T, s *systemtest.System, records idempotency.Store, c
 		ledger[op.AuthorisationID] = append(ledger[op.AuthorisationID], op)
 	}
 
-	var deadLettered, reconciled, duplicates, takeovers int
-	applied := map[string]bool{} // key → its operation is in the ledger
+	var deadLettered, reconciled, sibsReconciled, duplicates, takeovers int
+	applied := map[string]bool{}   // key → its operation is in the ledger
+	succeeded := map[string]bool{} // key → its terminal event is a success
+	dead := map[string]bool{}      // key → dead-lettered, no terminal event
 	for _, c := range cmds {
 		k := c.merchant + "/" + c.key
 		evs := byKey[k]
@@ -395,6 +459,21 @@ func checkChaos(t *testing.T, s *systemtest.System, records idempotency.Store, c
 		}
 		ops := ledger[c.auth]
 		mine := len(ops) > 0 && string(ops[0].Operation) == c.typ && (c.amount == 0 || ops[0].Amount == c.amount)
+		if c.sibs {
+			// SIBS lists each capture with its merchant reference, the key:
+			// the key's own capture, applied once at most, for its amount.
+			var own []sandbox.Operation
+			for _, op := range ops {
+				if op.Reference == c.key {
+					own = append(own, op)
+				}
+			}
+			if len(own) > 1 || len(own) == 1 && (string(own[0].Operation) != c.typ || own[0].Amount != c.amount) {
+				t.Errorf("%s: SIBS applied %d operations with the key's reference (ledger of %s: %q), want at most one %s of %d",
+					k, len(own), c.auth, ledgerOf(s.Sandbox, c.auth), c.typ, c.amount)
+			}
+			mine = len(own) > 0
+		}
 		applied[k] = mine
 		switch len(term) {
 		case 1:
@@ -402,22 +481,27 @@ func checkChaos(t *testing.T, s *systemtest.System, records idempotency.Store, c
 			if want := events.TerminalID(c.merchant, c.key); e.Event.ID != want || e.MsgID != want {
 				t.Errorf("%s: terminal event id %q, Nats-Msg-Id %q, want both %q", k, e.Event.ID, e.MsgID, want)
 			}
-			succeeded := e.Event.Type == events.TerminalKind(c.typ, true).Type()
-			if !succeeded && e.Event.Type != events.TerminalKind(c.typ, false).Type() {
+			success := e.Event.Type == events.TerminalKind(c.typ, true).Type()
+			succeeded[k] = success
+			if !success && e.Event.Type != events.TerminalKind(c.typ, false).Type() {
 				t.Errorf("%s: terminal event %s for a %s", k, e.Event.Type, c.typ)
 			}
-			if succeeded != mine {
+			if success != mine {
 				t.Errorf("%s: terminal event %s, but the ledger of %s is %+v: succeeded must mean applied", k, e.Event.Type, c.auth, ops)
 			}
-			if c.pair == 0 && !succeeded {
+			if c.pair == 0 && !success {
 				t.Errorf("%s: %s (%+v), want success: nothing refuses it", k, e.Event.Type, e.Event.Data.Error)
 			}
 			if e.Event.Data.Reconciled {
 				reconciled++
+				if c.sibs {
+					sibsReconciled++
+				}
 			}
 		case 0:
 			// Dead-lettered: only when the budget ran out, with a DLQ entry.
 			deadLettered++
+			dead[k] = true
 			dl := countType(evs, events.DeadLettered)
 			if dl == 0 || dlqKeys[k] == 0 {
 				t.Errorf("%s: no terminal event, %d dead_lettered events, %d DLQ entries (%v); want a terminal event, or a dead letter",
@@ -439,7 +523,16 @@ func checkChaos(t *testing.T, s *systemtest.System, records idempotency.Store, c
 	}
 	// The ledger: one operation per single's authorisation, one per pair's.
 	auths := map[string]bool{}
+	sibsKeys := map[string][]*chaosCommand{} // SIBS authorisation → its keys' commands
+	var sibsAuths []string
 	for _, c := range cmds {
+		if c.sibs {
+			if sibsKeys[c.auth] == nil {
+				sibsAuths = append(sibsAuths, c.auth)
+			}
+			sibsKeys[c.auth] = append(sibsKeys[c.auth], c)
+			continue
+		}
 		if auths[c.auth] {
 			continue
 		}
@@ -447,6 +540,35 @@ func checkChaos(t *testing.T, s *systemtest.System, records idempotency.Store, c
 		if n := len(ledger[c.auth]); n > 1 || (n == 0 && applied[c.merchant+"/"+c.key]) {
 			t.Errorf("authorisation %s: %d operations applied (%+v), want at most one", c.auth, n, ledger[c.auth])
 		}
+	}
+	// SIBS would apply a second partial capture: the captured total of each
+	// authorisation, in the ledger and in the authorisation's state, must be
+	// the sum of its distinct keys' amounts (those that succeeded, and any
+	// dead-lettered one the ledger shows applied), each counted once, and
+	// every capture must name one of its keys.
+	var sibsCaptured int64
+	for _, auth := range sibsAuths {
+		keys := map[string]bool{}
+		var want, captured int64
+		for _, c := range sibsKeys[auth] {
+			k := c.merchant + "/" + c.key
+			keys[c.key] = true
+			if succeeded[k] || dead[k] && applied[k] {
+				want += c.amount
+			}
+		}
+		for _, op := range ledger[auth] {
+			captured += op.Amount
+			if string(op.Operation) != "capture" || !keys[op.Reference] {
+				t.Errorf("SIBS authorisation %s: %s of %d with reference %q is no capture of its keys", auth, op.Operation, op.Amount, op.Reference)
+			}
+		}
+		a, _ := s.Sandbox.Authorisation(auth)
+		if captured != want || a.CapturedAmount != want {
+			t.Errorf("SIBS authorisation %s: captured %d by the ledger (%q), %d by its state; want %d, its keys' amounts once each",
+				auth, captured, ledgerOf(s.Sandbox, auth), a.CapturedAmount, want)
+		}
+		sibsCaptured += captured
 	}
 	pairs := map[int][]*chaosCommand{}
 	for _, c := range cmds {
@@ -480,8 +602,8 @@ func checkChaos(t *testing.T, s *systemtest.System, records idempotency.Store, c
 	if takeovers == 0 {
 		t.Errorf("no key was taken over from a killed worker (claimed twice); want some")
 	}
-	t.Logf("%d events, %d keys taken over, %d reconciled successes, %d duplicate events, %d dead letters",
-		len(all), takeovers, reconciled, duplicates, deadLettered)
+	t.Logf("%d events, %d keys taken over, %d reconciled successes, %d duplicate events, %d dead letters; SIBS: %d reconciled successes, %d captured on %d authorisations",
+		len(all), takeovers, reconciled, duplicates, deadLettered, sibsReconciled, sibsCaptured, len(sibsAuths))
 }
 
 // buildWorker builds cmd/worker into a temporary directory.
@@ -646,12 +768,13 @@ func (k *chaosKiller) run() (stop func() (kills int, errs []error)) {
 	}
 }
 
-// gatewayTap is a reverse proxy in front of the sandbox: the worker
-// processes call it, and it records, per authorisation, every request and the
-// status of its answer, in the order the requests arrive. A request the
-// sandbox drops (apply-then-drop) is dropped to the worker too.
+// gatewayTap is a reverse proxy in front of the sandbox, for both gateways:
+// the worker processes call it, and it records, per authorisation, every
+// request and the status of its answer, in the order the requests arrive. A
+// request the sandbox drops (apply-then-drop) is dropped to the worker too.
 type gatewayTap struct {
-	url      string
+	url      string // the PaymentOptions base URL
+	root     string // the SIBS base URL: the host root
 	upstream string
 	client   *http.Client
 
@@ -659,13 +782,20 @@ type gatewayTap struct {
 	calls map[string][]tapCall
 }
 
-// tapCall is one request: its endpoint (capture, void, status) and the HTTP
-// status of its answer, 0 when none came (dropped, or the worker gave up).
+// tapCall is one request: its endpoint (capture, void, status), the
+// merchant reference it carries (a SIBS operation's merchantTransactionId,
+// the idempotency key; empty otherwise) and the HTTP status of its answer, 0
+// when none came (dropped, or the worker gave up).
 type tapCall struct {
 	endpoint   string
+	reference  string
 	status     int
 	start, end time.Time
 }
+
+// sibsTapPath matches a SIBS operation or status path and captures the
+// escaped authorisation id and the operation.
+var sibsTapPath = regexp.MustCompile(`/api/v1/payments/([^/]+)/(capture|cancellation|status)$`)
 
 func startGatewayTap(t *testing.T, gatewayURL string) *gatewayTap {
 	t.Helper()
@@ -680,7 +810,7 @@ func startGatewayTap(t *testing.T, gatewayURL string) *gatewayTap {
 	}
 	srv := httptest.NewServer(g)
 	t.Cleanup(srv.Close)
-	g.url = srv.URL + u.Path
+	g.url, g.root = srv.URL+u.Path, srv.URL
 	return g
 }
 
@@ -689,10 +819,23 @@ func (g *gatewayTap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		panic(http.ErrAbortHandler)
 	}
-	endpoint, auth := path.Base(r.URL.Path), ""
-	if r.Method == http.MethodGet {
+	endpoint, auth, reference := path.Base(r.URL.Path), "", ""
+	switch m := sibsTapPath.FindStringSubmatch(r.URL.EscapedPath()); {
+	case m != nil:
+		// SIBS: /api/v1/payments/{id}/capture, .../cancellation, .../status;
+		// an operation's body names its key as merchant.merchantTransactionId.
+		auth, _ = url.PathUnescape(m[1])
+		endpoint = map[string]string{"capture": "capture", "cancellation": "void", "status": "status"}[m[2]]
+		var b struct {
+			Merchant struct {
+				MerchantTransactionID string `json:"merchantTransactionId"`
+			} `json:"merchant"`
+		}
+		_ = json.Unmarshal(body, &b)
+		reference = b.Merchant.MerchantTransactionID
+	case r.Method == http.MethodGet:
 		endpoint, auth = "status", path.Base(r.URL.Path)
-	} else {
+	default:
 		var b struct {
 			TransactionID string `json:"transactionId"`
 		}
@@ -701,7 +844,7 @@ func (g *gatewayTap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	g.mu.Lock()
 	i := len(g.calls[auth])
-	g.calls[auth] = append(g.calls[auth], tapCall{endpoint: endpoint, start: time.Now()})
+	g.calls[auth] = append(g.calls[auth], tapCall{endpoint: endpoint, reference: reference, start: time.Now()})
 	g.mu.Unlock()
 	defer func() {
 		g.mu.Lock()
@@ -735,50 +878,63 @@ func (g *gatewayTap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c tapCall) String() string {
-	return fmt.Sprintf("%s→%d at %s for %v", c.endpoint, c.status, c.start.Format("15:04:05.000"), c.end.Sub(c.start).Round(time.Millisecond))
+	name := c.endpoint
+	if c.reference != "" {
+		name += "(" + c.reference + ")"
+	}
+	return fmt.Sprintf("%s→%d at %s for %v", name, c.status, c.start.Format("15:04:05.000"), c.end.Sub(c.start).Round(time.Millisecond))
 }
 
 // checkNeverBlind checks SPEC §5's "never resend it blind" on every
-// authorisation: a capture (or void) follows an earlier one of its kind only
-// when that one was certainly not applied (429, 503) or a status call came
-// in between.
+// authorisation, on the calls of both gateways: an operation of one key
+// follows an earlier one of the same key only when that one was certainly
+// not applied (429, 503) or right after a status call. A SIBS operation's
+// key is its reference; a PaymentOptions call carries none, and its
+// endpoint stands for the key (this test gives an authorisation one capture
+// key and one void key at most). A status call names no key, so only the
+// call right before the resend counts: under the transaction lock (SPEC
+// §4.5) no other key's call comes between a holder's status call and its
+// own next attempt. It also checks that lock: no two operations (captures
+// or voids, of any keys) of one authorisation are in flight at once.
 func checkNeverBlind(t *testing.T, g *gatewayTap) {
 	t.Helper()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	var calls, blind int
+	var calls, blind, sibs int
 	for auth, cs := range g.calls {
 		calls += len(cs)
-		// SPEC §4.5: a capture and a void of one authorisation are never in
-		// flight at once.
-		for _, a := range cs {
-			for _, b := range cs {
-				if a.endpoint == "capture" && b.endpoint == "void" && a.start.Before(b.end) && b.start.Before(a.end) {
-					t.Errorf("authorisation %s: a capture and a void in flight at once: %v, %v", auth, a, b)
+		for i, a := range cs {
+			if a.reference != "" {
+				sibs++
+			}
+			if a.endpoint == "status" {
+				continue
+			}
+			for _, b := range cs[i+1:] {
+				if b.endpoint != "status" && a.start.Before(b.end) && b.start.Before(a.end) {
+					t.Errorf("authorisation %s: two operations in flight at once: %v, %v", auth, a, b)
 				}
 			}
 		}
-		last := map[string]tapCall{} // endpoint → its previous call
-		asked := map[string]bool{}   // endpoint → a status call since its previous call
-		for _, c := range cs {
+		last := map[string]tapCall{} // key → its previous operation
+		for i, c := range cs {
 			if c.endpoint == "status" {
-				for e := range last {
-					asked[e] = true
-				}
 				continue
 			}
-			if prev, ok := last[c.endpoint]; ok && prev.status != http.StatusTooManyRequests &&
-				prev.status != http.StatusServiceUnavailable && !asked[c.endpoint] {
+			key := c.endpoint + "/" + c.reference
+			asked := i > 0 && cs[i-1].endpoint == "status"
+			if prev, ok := last[key]; ok && prev.status != http.StatusTooManyRequests &&
+				prev.status != http.StatusServiceUnavailable && !asked {
 				blind++
 				if blind <= 5 {
 					t.Errorf("authorisation %s: %s resent after an answer %d without a status call: %v", auth, c.endpoint, prev.status, cs)
 				}
 			}
-			last[c.endpoint], asked[c.endpoint] = c, false
+			last[key] = c
 		}
 	}
 	if blind > 0 {
 		t.Errorf("%d operations resent blind, want none", blind)
 	}
-	t.Logf("%d gateway requests on %d authorisations", calls, len(g.calls))
+	t.Logf("%d gateway requests on %d authorisations (%d SIBS operations)", calls, len(g.calls), sibs)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -19,8 +20,10 @@ import (
 	"github.com/payworker/payworker/internal/handlers"
 	"github.com/payworker/payworker/internal/idempotency"
 	"github.com/payworker/payworker/internal/sandbox"
+	"github.com/payworker/payworker/internal/sibs"
 	"github.com/payworker/payworker/internal/systemtest"
 	"github.com/payworker/payworker/internal/testenv"
+	"github.com/payworker/payworker/internal/worker"
 )
 
 // stores are the idempotency stores every failure test runs against.
@@ -203,6 +206,82 @@ func wantOneOp(t testing.TB, s *systemtest.System, auth, op string, amount int64
 	}
 }
 
+// wantCapturedTotal checks that the sandbox's authorisation auth has
+// captured exactly amount in all: where the gateway accepts a second
+// capture (SIBS), a capture applied twice shows as twice the amount.
+func wantCapturedTotal(t testing.TB, s *systemtest.System, auth string, amount int64) {
+	t.Helper()
+	a, ok := s.Sandbox.Authorisation(auth)
+	if !ok {
+		t.Fatalf("authorisation %s is unknown to the sandbox", auth)
+	}
+	if a.CapturedAmount != amount {
+		t.Errorf("authorisation %s captured %d in all (ledger %q), want %d: captured exactly once",
+			auth, a.CapturedAmount, ledgerOf(s.Sandbox, auth), amount)
+	}
+}
+
+// crashGateway is the gateway a TestCrashPoints case captures through.
+type crashGateway struct {
+	name               string // the gateway's name in commands and events
+	merchant, currency string
+	authorised, amount int64
+	// capture and status name its endpoints as sandbox.Calls counts them.
+	capture, status string
+}
+
+// crashGateways: PaymentOptions, whose sandbox refuses a second capture of
+// an authorisation (412), and SIBS, which applies a second partial capture
+// of 2.00 of a 5.00 PLN authorisation: there a resend shows in the ledger
+// as 4.00 captured, not only in the call counts.
+var crashGateways = []crashGateway{
+	{name: "paymentoptions", merchant: merchant, currency: "JPY", authorised: 1000, amount: 1000,
+		capture: sandbox.EndpointCapture, status: sandbox.EndpointStatus},
+	{name: "sibs", merchant: sibsMerchant, currency: "PLN", authorised: 500, amount: 200,
+		capture: sandbox.EndpointSIBSCapture, status: sandbox.EndpointSIBSStatus},
+}
+
+// startSIBSWorker runs one worker as systemtest.StartWorker does (o's
+// lease, ack wait, retry budget and hook), with SIBS on s's sandbox besides
+// PaymentOptions and sibsMerchant routed to SIBS. It stops the way SIGTERM
+// does at the end of the test.
+func startSIBSWorker(t *testing.T, s *systemtest.System, o systemtest.Options) {
+	t.Helper()
+	base, err := url.Parse(s.Sandbox.SIBSBaseURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := sibs.New(sibs.Config{BaseURL: base, ClientID: "c", TerminalID: "1", Token: "t", Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := handlers.New(handlers.Config{
+		JetStream:      s.JS,
+		Streams:        s.Streams,
+		Store:          s.Store,
+		Gateways:       map[string]handlers.Gateway{"paymentoptions": s.Gateway, "sibs": sc},
+		Routes:         map[string]string{sibsMerchant: "sibs"},
+		DefaultGateway: "paymentoptions",
+		Retry:          o.Retry,
+		Lease:          o.Lease,
+		AckWait:        o.AckWait,
+		Holder:         "w0",
+		Source:         "urn:payworker:test:w0",
+		TestHook:       o.Hook,
+	})
+	w := worker.New(worker.Config{JetStream: s.JS, Streams: s.Streams, Handler: h, Concurrency: o.Concurrency,
+		AckWait: o.AckWait, ShutdownTimeout: 5 * time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	})
+}
+
 // crashAt is a handlers.TestHook that "kills" the worker the first time a
 // command reaches point, and counts every visit of every point.
 type crashAt struct {
@@ -250,6 +329,11 @@ func (c *crashAt) dead() bool {
 // message there: no ack, no nak, no release, no further write), and the next
 // delivery does what the table's "what the next delivery does" column says.
 // The last row, a paused worker, is TestTakeoverRaceFencing.
+//
+// Every row runs on both stores and through both gateways (crashGateways):
+// a full capture through PaymentOptions, and a partial capture of 2.00 of a
+// 5.00 PLN authorisation through SIBS, which would apply a second capture.
+// Either way the sandbox's ledger must show the amount captured once.
 func TestCrashPoints(t *testing.T) {
 	type want struct {
 		claims      int  // claims of the key: 2 when the next delivery took it over
@@ -305,95 +389,123 @@ func TestCrashPoints(t *testing.T) {
 			want:     want{claims: 2, uncertain: true, captures: 3, statuses: 1, deliveries: 2, dlqEntries: 1, replayNoops: true}},
 	}
 	for _, st := range stores {
-		for _, r := range rows {
-			t.Run(st.name+"/"+r.row, func(t *testing.T) {
-				o := failureOptions(st.kv)
-				if r.attempts != 0 {
-					o.Retry.MaxAttempts = r.attempts
-				}
-				crash := &crashAt{point: r.point}
-				o.Hook = crash.hook
-				s := systemtest.Start(t, o)
-				crash.onDeath = func() { s.Sandbox.SetFaults(sandbox.Faults{}) }
-				s.Sandbox.SetFaults(r.faults)
+		for _, gw := range crashGateways {
+			for _, r := range rows {
+				t.Run(st.name+"/"+gw.name+"/"+r.row, func(t *testing.T) {
+					o := failureOptions(st.kv)
+					if r.attempts != 0 {
+						o.Retry.MaxAttempts = r.attempts
+					}
+					crash := &crashAt{point: r.point}
+					o.Hook = crash.hook
+					if gw.name == "sibs" {
+						o.Workers = 0
+					}
+					s := systemtest.Start(t, o)
+					if gw.name == "sibs" {
+						startSIBSWorker(t, s, o)
+					}
+					crash.onDeath = func() { s.Sandbox.SetFaults(sandbox.Faults{}) }
+					s.Sandbox.SetFaults(r.faults)
 
-				auth := s.Sandbox.Authorise(merchant, 1000, "JPY")
-				const key = "crash-key"
-				s.Publish(t, "capture", captureCmd("crash-1", key, auth, 1000))
-				got := s.WaitKind(t, merchant, key, events.CaptureSucceeded)
-				settleWithin(t, s, 20*time.Second)
-				if r.point == "" {
-					// Outlive the ack wait: a death after the ack changes nothing.
-					time.Sleep(3 * o.AckWait)
+					auth := s.Sandbox.Authorise(gw.merchant, gw.authorised, gw.currency)
+					const key = "crash-key"
+					c := systemtest.Cmd{"command_id": "crash-1", "type": "capture", "idempotency_key": key, "merchant_id": gw.merchant,
+						"transaction_id": auth, "amount": gw.amount, "currency": gw.currency}
+					if gw.name == "sibs" {
+						// With the authorisation's time in the command, the SIBS
+						// adapter sends each attempt as one POST, with no status
+						// call of its own first: every status call counted below
+						// is a reconciliation, as with PaymentOptions.
+						a, _ := s.Sandbox.Authorisation(auth)
+						c["original_transaction_time"] = a.AuthorisedAt.Format(time.RFC3339Nano)
+					}
+					s.Publish(t, "capture", c)
+					got := s.WaitKind(t, gw.merchant, key, events.CaptureSucceeded)
 					settleWithin(t, s, 20*time.Second)
-				}
-				if r.point != "" && !crash.dead() {
-					t.Fatalf("the worker never reached %s", r.point)
-				}
+					if r.point == "" {
+						// Outlive the ack wait: a death after the ack changes nothing.
+						time.Sleep(3 * o.AckWait)
+						settleWithin(t, s, 20*time.Second)
+					}
+					if r.point != "" && !crash.dead() {
+						t.Fatalf("the worker never reached %s", r.point)
+					}
 
-				all := readEvents(t, s)
-				evs := eventsOf(all, merchant, key)
-				if term := terminals(evs); len(term) != 1 || len(evs) != 1 {
-					t.Fatalf("events of the key in PAYMENT_EVENTS = %v, want exactly one capture.succeeded", typesOf(evs))
-				}
-				stored := evs[0]
-				if want := events.TerminalID(merchant, key); stored.MsgID != want || stored.Event.ID != want {
-					t.Errorf("terminal event id %q, Nats-Msg-Id %q, want both %q", stored.Event.ID, stored.MsgID, want)
-				}
-				if stored.Event.Data.Reconciled != r.want.reconciled || got.Event.Data.Reconciled != r.want.reconciled {
-					t.Errorf("event reconciled = %t, want %t", stored.Event.Data.Reconciled, r.want.reconciled)
-				}
-				wantOneOp(t, s, auth, "capture", 1000)
-				if got, want := s.Sandbox.Calls(sandbox.EndpointCapture), r.want.captures; got != want {
-					t.Errorf("capture calls = %d, want %d", got, want)
-				}
-				if got, want := s.Sandbox.Calls(sandbox.EndpointStatus), r.want.statuses; got != want {
-					t.Errorf("status calls = %d, want %d", got, want)
-				}
+					all := readEvents(t, s)
+					evs := eventsOf(all, gw.merchant, key)
+					if term := terminals(evs); len(term) != 1 || len(evs) != 1 {
+						t.Fatalf("events of the key in PAYMENT_EVENTS = %v, want exactly one capture.succeeded", typesOf(evs))
+					}
+					stored := evs[0]
+					if want := events.TerminalID(gw.merchant, key); stored.MsgID != want || stored.Event.ID != want {
+						t.Errorf("terminal event id %q, Nats-Msg-Id %q, want both %q", stored.Event.ID, stored.MsgID, want)
+					}
+					if stored.Event.Data.Reconciled != r.want.reconciled || got.Event.Data.Reconciled != r.want.reconciled {
+						t.Errorf("event reconciled = %t, want %t", stored.Event.Data.Reconciled, r.want.reconciled)
+					}
+					if d := stored.Event.Data; d.Gateway != gw.name || d.Amount == nil || *d.Amount != gw.amount {
+						t.Errorf("event gateway %q amount %v, want %s %d", d.Gateway, d.Amount, gw.name, gw.amount)
+					}
+					// The ledger: the capture applied once, for its amount
+					// (by the key, at SIBS), and nothing else.
+					wantOneOp(t, s, auth, "capture", gw.amount)
+					wantCapturedTotal(t, s, auth, gw.amount)
+					if ops := s.Sandbox.Applied(auth); gw.name == "sibs" && len(ops) == 1 && ops[0].Reference != key {
+						t.Errorf("SIBS capture reference = %q, want the key %q", ops[0].Reference, key)
+					}
+					if got, want := s.Sandbox.Calls(gw.capture), r.want.captures; got != want {
+						t.Errorf("%s calls = %d, want %d", gw.capture, got, want)
+					}
+					if got, want := s.Sandbox.Calls(gw.status), r.want.statuses; got != want {
+						t.Errorf("%s calls = %d, want %d", gw.status, got, want)
+					}
 
-				rec, err := s.Store.Get(context.Background(), merchant, key)
-				if err != nil {
-					t.Fatalf("Get(%s) = %v", key, err)
-				}
-				if rec.State != idempotency.StateCompleted || rec.Outcome == nil || !rec.Outcome.Succeeded {
-					t.Fatalf("record = %+v, want completed with a success", rec)
-				}
-				if rec.Claims != r.want.claims || rec.Uncertain != r.want.uncertain {
-					t.Errorf("record claims %d, uncertain %t; want %d, %t", rec.Claims, rec.Uncertain, r.want.claims, r.want.uncertain)
-				}
-				if string(stored.Raw) != string(rec.Outcome.Event) {
-					t.Errorf("stored event bytes\n%s\nare not the recorded outcome's\n%s", stored.Raw, rec.Outcome.Event)
-				}
+					rec, err := s.Store.Get(context.Background(), gw.merchant, key)
+					if err != nil {
+						t.Fatalf("Get(%s) = %v", key, err)
+					}
+					if rec.State != idempotency.StateCompleted || rec.Outcome == nil || !rec.Outcome.Succeeded {
+						t.Fatalf("record = %+v, want completed with a success", rec)
+					}
+					if rec.Claims != r.want.claims || rec.Uncertain != r.want.uncertain {
+						t.Errorf("record claims %d, uncertain %t; want %d, %t", rec.Claims, rec.Uncertain, r.want.claims, r.want.uncertain)
+					}
+					if string(stored.Raw) != string(rec.Outcome.Event) {
+						t.Errorf("stored event bytes\n%s\nare not the recorded outcome's\n%s", stored.Raw, rec.Outcome.Event)
+					}
 
-				deliveries := crash.count(handlers.PointDecoded)
-				if deliveries < r.want.deliveries || (r.want.exactly && deliveries != r.want.deliveries) {
-					t.Errorf("deliveries = %d, want %d (exactly: %t)", deliveries, r.want.deliveries, r.want.exactly)
-				}
+					deliveries := crash.count(handlers.PointDecoded)
+					if deliveries < r.want.deliveries || (r.want.exactly && deliveries != r.want.deliveries) {
+						t.Errorf("deliveries = %d, want %d (exactly: %t)", deliveries, r.want.deliveries, r.want.exactly)
+					}
 
-				dlq := readStream(t, s.JS, s.Streams.DLQ)
-				if len(dlq) != r.want.dlqEntries {
-					t.Fatalf("DLQ entries = %d, want %d", len(dlq), r.want.dlqEntries)
-				}
-				if n := countType(all, events.DeadLettered); n != 0 {
-					t.Errorf("dead_lettered events = %d, want 0: the worker died before announcing it", n)
-				}
-				if !r.want.replayNoops {
-					return
-				}
-				// Replay the DLQ copy under a new message id: it finds the key
-				// completed and does nothing but say so.
-				calls := s.Sandbox.Calls(sandbox.EndpointCapture) + s.Sandbox.Calls(sandbox.EndpointStatus)
-				s.PublishRaw(t, s.Streams.CommandSubject("capture"), dlq[0].Data(), "replay-1")
-				s.WaitKind(t, merchant, key, events.Duplicate)
-				settleWithin(t, s, 20*time.Second)
-				evs = eventsOf(readEvents(t, s), merchant, key)
-				if n := len(terminals(evs)); n != 1 {
-					t.Errorf("terminal events after the replay = %d (%v), want 1", n, typesOf(evs))
-				}
-				if got := s.Sandbox.Calls(sandbox.EndpointCapture) + s.Sandbox.Calls(sandbox.EndpointStatus); got != calls {
-					t.Errorf("gateway calls after the replay = %d, want %d (none)", got, calls)
-				}
-			})
+					dlq := readStream(t, s.JS, s.Streams.DLQ)
+					if len(dlq) != r.want.dlqEntries {
+						t.Fatalf("DLQ entries = %d, want %d", len(dlq), r.want.dlqEntries)
+					}
+					if n := countType(all, events.DeadLettered); n != 0 {
+						t.Errorf("dead_lettered events = %d, want 0: the worker died before announcing it", n)
+					}
+					if !r.want.replayNoops {
+						return
+					}
+					// Replay the DLQ copy under a new message id: it finds the key
+					// completed and does nothing but say so.
+					calls := s.Sandbox.Calls(gw.capture) + s.Sandbox.Calls(gw.status)
+					s.PublishRaw(t, s.Streams.CommandSubject("capture"), dlq[0].Data(), "replay-1")
+					s.WaitKind(t, gw.merchant, key, events.Duplicate)
+					settleWithin(t, s, 20*time.Second)
+					evs = eventsOf(readEvents(t, s), gw.merchant, key)
+					if n := len(terminals(evs)); n != 1 {
+						t.Errorf("terminal events after the replay = %d (%v), want 1", n, typesOf(evs))
+					}
+					if got := s.Sandbox.Calls(gw.capture) + s.Sandbox.Calls(gw.status); got != calls {
+						t.Errorf("gateway calls after the replay = %d, want %d (none)", got, calls)
+					}
+					wantCapturedTotal(t, s, auth, gw.amount)
+				})
+			}
 		}
 	}
 }
