@@ -27,6 +27,21 @@ var errLeaseLost = errors.New("idempotency lease lost to another holder")
 // idempotency store cannot be reached (fail closed, SPEC §4.7).
 const storeRetryDelay = 2 * time.Second
 
+// delivery is one command message as the handler works on it: the message
+// and its metadata, the decoded command, the gateway it goes to, and, once
+// claimed, the fencing token of the claim.
+type delivery struct {
+	msg    jetstream.Msg
+	meta   *jetstream.MsgMetadata
+	cmd    *command.Command
+	gwName string
+	gw     Gateway
+	token  int64
+	// log carries the command's attributes.
+	log   *slog.Logger
+	start time.Time
+}
+
 // Handle processes one command message and settles it. The message is
 //   - acked only after its outcome is recorded in the store and its result
 //     event is stored by JetStream, or after it is stored in the DLQ;
@@ -63,6 +78,7 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		slog.String("command_id", cmd.CommandID), slog.String("type", string(cmd.Type)),
 		slog.String("idempotency_key", cmd.Key()), slog.String("merchant_id", cmd.MerchantID),
 		slog.String("transaction_id", cmd.TransactionID), slog.String("gateway", gwName))
+	d := &delivery{msg: msg, meta: meta, cmd: cmd, gwName: gwName, gw: gw, log: log, start: start}
 	if h.died(PointDecoded, cmd.Key()) {
 		return
 	}
@@ -94,7 +110,7 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 				clip(cmd.Key()), claim.Record.CommandID),
 		}, start)
 	case idempotency.Completed:
-		h.completed(ctx, log, msg, meta, cmd, gwName, claim.Record, start)
+		h.completed(ctx, d, claim.Record)
 	case idempotency.Busy:
 		d := min(max(claim.RetryAfter, 100*time.Millisecond), h.cfg.Lease)
 		log.Debug("key or transaction busy: redelivery later", slog.Duration("delay", d))
@@ -120,7 +136,8 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		if claim.Status == idempotency.Acquired && meta.NumDelivered > 1 {
 			uncertain = true
 		}
-		h.run(ctx, log, msg, meta, cmd, gwName, gw, claim.Record.Token, uncertain, claim.Settle, start)
+		d.token = claim.Record.Token
+		h.run(ctx, d, uncertain, claim.Settle)
 	default:
 		log.Error("unexpected claim status", slog.String("status", claim.Status.String()))
 		h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(storeRetryDelay)))
@@ -128,21 +145,20 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 }
 
 // run executes a claimed command under a renewed lease and settles it.
-func (h *Handler) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata,
-	cmd *command.Command, gwName string, gw Gateway, token int64, uncertain, settle bool, start time.Time) {
-	if h.died(PointClaimed, cmd.Key()) {
+func (h *Handler) run(ctx context.Context, d *delivery, uncertain, settle bool) {
+	if h.died(PointClaimed, d.cmd.Key()) {
 		return
 	}
 	work, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	guard := &leaseGuard{cancel: cancel}
-	stopRenew := h.keepAlive(work, guard, log, msg, cmd, token)
-	ex := h.execute(work, gwName, guardedGateway{Gateway: gw, guard: guard}, cmd.Request(), uncertain, settle)
+	stopRenew := h.keepAlive(work, guard, d)
+	ex := h.execute(work, d.gwName, guardedGateway{Gateway: d.gw, guard: guard}, d.cmd.Request(), uncertain, settle)
 	stopRenew()
 	if ex.verdict == verdictAbandoned {
 		return // TestHook: the worker "died" between two attempts
 	}
-	if (ex.verdict == verdictSucceeded || ex.verdict == verdictFailed) && h.died(PointGatewayDone, cmd.Key()) {
+	if (ex.verdict == verdictSucceeded || ex.verdict == verdictFailed) && h.died(PointGatewayDone, d.cmd.Key()) {
 		return
 	}
 
@@ -153,23 +169,23 @@ func (h *Handler) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 
 	switch ex.verdict {
 	case verdictSucceeded, verdictFailed:
-		h.finish(ctx, fin, log, msg, cmd, gwName, token, ex, start)
+		h.finish(ctx, fin, d, ex)
 	case verdictDeadLetter:
-		h.deadLetter(ctx, fin, log, msg, meta, cmd, gwName, token, ex, start)
+		h.deadLetter(ctx, fin, d, ex)
 	case verdictAborted:
 		lost := errors.Is(context.Cause(work), errLeaseLost)
 		if !lost {
-			if err := h.cfg.Store.Release(fin, cmd.MerchantID, cmd.Key(), token, ex.uncertain); err != nil {
-				log.Warn("release after abort", slog.Any("error", err))
+			if err := h.cfg.Store.Release(fin, d.cmd.MerchantID, d.cmd.Key(), d.token, ex.uncertain); err != nil {
+				d.log.Warn("release after abort", slog.Any("error", err))
 			}
 		}
-		log.Info("command handed back", slog.Bool("lease_lost", lost), slog.Bool("uncertain", ex.uncertain), slog.Int("attempts", ex.attempts))
+		d.log.Info("command handed back", slog.Bool("lease_lost", lost), slog.Bool("uncertain", ex.uncertain), slog.Int("attempts", ex.attempts))
 		if lost {
-			h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(h.cfg.Lease)))
+			h.settle(d.log, "nak_with_delay", d.msg.NakWithDelay(jitter(h.cfg.Lease)))
 		} else {
-			h.settle(log, "nak", msg.Nak())
+			h.settle(d.log, "nak", d.msg.Nak())
 		}
-		h.obs.CommandDone(string(cmd.Type), "requeued", h.cfg.Now().Sub(start))
+		h.obs.CommandDone(string(d.cmd.Type), "requeued", h.cfg.Now().Sub(d.start))
 	}
 }
 
@@ -180,8 +196,7 @@ func (h *Handler) run(ctx context.Context, log *slog.Logger, msg jetstream.Msg, 
 // end before the next one: a holder that cannot prove its lease makes no
 // further gateway call (SPEC §4.7), since once the lease ends another worker
 // may take the key over, or find it lost and claim it afresh.
-func (h *Handler) keepAlive(ctx context.Context, guard *leaseGuard, log *slog.Logger,
-	msg jetstream.Msg, cmd *command.Command, token int64) (stop func()) {
+func (h *Handler) keepAlive(ctx context.Context, guard *leaseGuard, d *delivery) (stop func()) {
 	// This ticker is where ACK_WAIT is made to fit the retry budget: from
 	// the claim until the attempts end, InProgress resets the ack timer every
 	// third of min(lease, ack wait), gateway calls and backoff sleeps
@@ -205,25 +220,29 @@ func (h *Handler) keepAlive(ctx context.Context, guard *leaseGuard, log *slog.Lo
 				return
 			case <-t.C:
 			}
-			_ = msg.InProgress()
+			_ = d.msg.InProgress()
 			sent := h.cfg.Now()
-			err := h.cfg.Store.Renew(ctx, cmd.MerchantID, cmd.Key(), token, h.cfg.Lease)
+			// A renewal that does not answer within a period has failed:
+			// the lease must be provable in time, not eventually.
+			rctx, cancel := context.WithTimeout(ctx, every)
+			err := h.cfg.Store.Renew(rctx, d.cmd.MerchantID, d.cmd.Key(), d.token, h.cfg.Lease)
+			cancel()
 			switch {
 			case err == nil:
 				renewed = sent
 			case errors.Is(err, idempotency.ErrFenced):
-				log.Warn("lease lost: another worker took the key over; abandoning")
+				d.log.Warn("lease lost: another worker took the key over; abandoning")
 				guard.lose()
 				return
 			case ctx.Err() != nil:
 				return
 			case !renewed.Add(h.cfg.Lease).After(h.cfg.Now().Add(every + every/2)):
-				log.Warn("lease renewals failing and the lease about to end: abandoning, no further gateway call",
+				d.log.Warn("lease renewals failing and the lease about to end: abandoning, no further gateway call",
 					slog.Duration("since_renewed", h.cfg.Now().Sub(renewed)), slog.Any("error", err))
 				guard.lose()
 				return
 			default:
-				log.Warn("lease renewal failed; retrying", slog.Any("error", err))
+				d.log.Warn("lease renewal failed; retrying", slog.Any("error", err))
 			}
 		}
 	}()
@@ -300,64 +319,63 @@ func (g guardedGateway) Status(ctx context.Context, req gateway.Request) (gatewa
 }
 
 // finish records a terminal outcome, publishes its event and acks.
-func (h *Handler) finish(ctx, fin context.Context, log *slog.Logger, msg jetstream.Msg, cmd *command.Command,
-	gwName string, token int64, ex execution, start time.Time) {
+func (h *Handler) finish(ctx, fin context.Context, d *delivery, ex execution) {
 	succeeded := ex.verdict == verdictSucceeded
-	kind := events.TerminalKind(string(cmd.Type), succeeded)
-	ev := events.New(kind, events.TerminalID(cmd.MerchantID, cmd.Key()), h.cfg.Source, h.cfg.Now(), h.eventData(cmd, gwName, ex))
+	kind := events.TerminalKind(string(d.cmd.Type), succeeded)
+	ev := events.New(kind, events.TerminalID(d.cmd.MerchantID, d.cmd.Key()), h.cfg.Source, h.cfg.Now(), h.eventData(d.cmd, d.gwName, ex))
 	body, err := ev.Marshal()
 	if err != nil {
-		log.Error("encode event", slog.Any("error", err))
-		h.settle(log, "nak", msg.Nak())
+		d.log.Error("encode event", slog.Any("error", err))
+		h.settle(d.log, "nak", d.msg.Nak())
 		return
 	}
 	out := idempotency.Outcome{Succeeded: succeeded, EventID: ev.ID, Subject: h.cfg.Streams.EventSubject(string(kind)), Event: body}
-	if err := h.complete(fin, log, cmd, token, out); err != nil {
+	if err := h.complete(fin, d, out); err != nil {
 		// Fenced or given up: the key's new holder reconciles through the
 		// status call and announces the outcome; this delivery comes back to
 		// find it completed.
-		log.Warn("outcome not recorded", slog.Any("error", err))
-		h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(h.cfg.Lease)))
-		h.obs.CommandDone(string(cmd.Type), "requeued", h.cfg.Now().Sub(start))
+		d.log.Warn("outcome not recorded", slog.Any("error", err))
+		h.settle(d.log, "nak_with_delay", d.msg.NakWithDelay(jitter(h.cfg.Lease)))
+		h.obs.CommandDone(string(d.cmd.Type), "requeued", h.cfg.Now().Sub(d.start))
 		return
 	}
-	if h.died(PointRecorded, cmd.Key()) {
+	if h.died(PointRecorded, d.cmd.Key()) {
 		return
 	}
 	if err := h.publish(fin, out.Subject, body, out.EventID, nil); err != nil {
-		log.Warn("event not stored; redelivery will publish it", slog.Any("error", err))
-		h.settle(log, "nak", msg.Nak())
+		d.log.Warn("event not stored; redelivery will publish it", slog.Any("error", err))
+		h.settle(d.log, "nak", d.msg.Nak())
 		return
 	}
-	if h.died(PointPublished, cmd.Key()) {
+	if h.died(PointPublished, d.cmd.Key()) {
 		return
 	}
 	h.obs.EventPublished(string(kind))
-	h.settle(log, "ack", msg.DoubleAck(fin))
+	h.settle(d.log, "ack", d.msg.Ack())
 	outcome := "failed"
 	if succeeded {
 		outcome = "succeeded"
 	}
-	h.obs.CommandDone(string(cmd.Type), outcome, h.cfg.Now().Sub(start))
+	h.obs.CommandDone(string(d.cmd.Type), outcome, h.cfg.Now().Sub(d.start))
 	attrs := []any{slog.String("outcome", outcome), slog.Int("attempts", ex.attempts),
 		slog.String("gateway_code", ex.result.Code), slog.Bool("reconciled", ex.reconciled),
-		slog.Duration("duration", h.cfg.Now().Sub(start)), slog.String("event_id", ev.ID)}
+		slog.Duration("duration", h.cfg.Now().Sub(d.start)), slog.String("event_id", ev.ID)}
 	if !succeeded {
 		attrs = append(attrs, slog.String("error_code", ex.reason), slog.String("gateway_message", ex.result.Message))
 	}
-	log.Info("command done", attrs...)
+	d.log.Info("command done", attrs...)
 }
 
 // complete stores the outcome, retrying while the store is unreachable. It
 // gives up on ErrFenced and when ctx ends.
-func (h *Handler) complete(ctx context.Context, log *slog.Logger, cmd *command.Command, token int64, out idempotency.Outcome) error {
+func (h *Handler) complete(ctx context.Context, d *delivery, out idempotency.Outcome) error {
 	delay := 100 * time.Millisecond
 	for {
-		err := h.cfg.Store.Complete(ctx, cmd.MerchantID, cmd.Key(), token, out)
+		err := h.cfg.Store.Complete(ctx, d.cmd.MerchantID, d.cmd.Key(), d.token, out)
 		if err == nil || errors.Is(err, idempotency.ErrFenced) {
 			return err
 		}
-		log.Warn("recording the outcome failed; retrying", slog.Any("error", err))
+		d.log.Warn("recording the outcome failed; retrying", slog.Any("error", err))
 		if err := h.cfg.Sleep(ctx, jitter(delay)); err != nil {
 			return fmt.Errorf("record outcome: %w", err)
 		}
@@ -369,42 +387,41 @@ func (h *Handler) complete(ctx context.Context, log *slog.Logger, cmd *command.C
 // of the command that reached it republishes the stored event (JetStream drops
 // it as a duplicate if the first publication arrived); any other command gets a
 // duplicate event naming the original.
-func (h *Handler) completed(ctx context.Context, log *slog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata,
-	cmd *command.Command, gwName string, rec idempotency.Record, start time.Time) {
+func (h *Handler) completed(ctx context.Context, d *delivery, rec idempotency.Record) {
 	if rec.Outcome == nil {
-		log.Error("completed record without outcome")
-		h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(storeRetryDelay)))
+		d.log.Error("completed record without outcome")
+		h.settle(d.log, "nak_with_delay", d.msg.NakWithDelay(jitter(storeRetryDelay)))
 		return
 	}
-	if meta.NumDelivered > 1 && completedBy(rec) == cmd.CommandID {
+	if d.meta.NumDelivered > 1 && completedBy(rec) == d.cmd.CommandID {
 		if err := h.publish(ctx, rec.Outcome.Subject, rec.Outcome.Event, rec.Outcome.EventID, nil); err != nil {
-			log.Warn("republishing the terminal event failed", slog.Any("error", err))
-			h.settle(log, "nak", msg.Nak())
+			d.log.Warn("republishing the terminal event failed", slog.Any("error", err))
+			h.settle(d.log, "nak", d.msg.Nak())
 			return
 		}
-		h.settle(log, "ack", msg.DoubleAck(ctx))
-		h.obs.CommandDone(string(cmd.Type), "redelivered", h.cfg.Now().Sub(start))
-		log.Info("redelivered command already done; terminal event ensured", slog.String("event_id", rec.Outcome.EventID))
+		h.settle(d.log, "ack", d.msg.Ack())
+		h.obs.CommandDone(string(d.cmd.Type), "redelivered", h.cfg.Now().Sub(d.start))
+		d.log.Info("redelivered command already done; terminal event ensured", slog.String("event_id", rec.Outcome.EventID))
 		return
 	}
-	data := h.commandData(cmd, gwName)
+	data := h.commandData(d.cmd, d.gwName)
 	data.OriginalEventID = rec.Outcome.EventID
 	data.OriginalCommandID = rec.CommandID
-	id := events.MessageID(events.Duplicate, cmd.MerchantID, cmd.Key(), seqID(meta))
+	id := events.MessageID(events.Duplicate, d.cmd.MerchantID, d.cmd.Key(), seqID(d.meta))
 	ev := events.New(events.Duplicate, id, h.cfg.Source, h.cfg.Now(), data)
 	body, err := ev.Marshal()
 	if err == nil {
 		err = h.publish(ctx, h.cfg.Streams.EventSubject(string(events.Duplicate)), body, id, nil)
 	}
 	if err != nil {
-		log.Warn("duplicate event not stored", slog.Any("error", err))
-		h.settle(log, "nak", msg.Nak())
+		d.log.Warn("duplicate event not stored", slog.Any("error", err))
+		h.settle(d.log, "nak", d.msg.Nak())
 		return
 	}
 	h.obs.EventPublished(string(events.Duplicate))
-	h.settle(log, "ack", msg.DoubleAck(ctx))
-	h.obs.CommandDone(string(cmd.Type), "duplicate", h.cfg.Now().Sub(start))
-	log.Info("duplicate of a completed key: no gateway call", slog.String("original_event_id", rec.Outcome.EventID),
+	h.settle(d.log, "ack", d.msg.Ack())
+	h.obs.CommandDone(string(d.cmd.Type), "duplicate", h.cfg.Now().Sub(d.start))
+	d.log.Info("duplicate of a completed key: no gateway call", slog.String("original_event_id", rec.Outcome.EventID),
 		slog.String("original_command_id", rec.CommandID))
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payworker/payworker/internal/gateway"
@@ -52,9 +53,16 @@ type Retry struct {
 	MaxAttempts int
 }
 
+// Publisher stores a message in JetStream and returns its acknowledgement:
+// all the handler needs of JetStream (events, dead letters).
+type Publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
 // Config is everything a Handler is built from.
 type Config struct {
-	JetStream jetstream.JetStream
+	// JetStream stores the result events and the dead letters.
+	JetStream Publisher
 	Streams   streams.Config
 	Store     Store
 	// Gateways maps a gateway name ("paymentoptions", "sibs") to its adapter;

@@ -125,8 +125,7 @@ const deadLetterRetryDelay = 2 * time.Second
 // that ends otherwise (outcome_unknown rather than retries_exhausted) is
 // another dead letter and gets a copy of its own, so the DLQ never hides
 // that an attempt may have reached the gateway.
-func (h *Handler) deadLetter(ctx, fin context.Context, log *slog.Logger, msg jetstream.Msg, meta *jetstream.MsgMetadata,
-	cmd *command.Command, gwName string, token int64, ex execution, start time.Time) {
+func (h *Handler) deadLetter(ctx, fin context.Context, d *delivery, ex execution) {
 	hdr := nats.Header{}
 	hdr.Set(HeaderReason, ex.reason)
 	hdr.Set(HeaderError, ex.detail)
@@ -140,37 +139,37 @@ func (h *Handler) deadLetter(ctx, fin context.Context, log *slog.Logger, msg jet
 	hdr.Set(HeaderFirstAttempt, ex.first.UTC().Format(time.RFC3339Nano))
 	hdr.Set(HeaderLastAttempt, ex.last.UTC().Format(time.RFC3339Nano))
 	hdr.Set(HeaderDeadLetteredAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
-	h.originHeaders(hdr, msg, meta)
-	dlqSubject := h.cfg.Streams.DLQSubject(string(cmd.Type))
-	msgID := dlqMsgID(meta, ex)
-	ack, err := h.publishAck(fin, dlqSubject, msg.Data(), msgID, hdr)
+	h.originHeaders(hdr, d.msg, d.meta)
+	dlqSubject := h.cfg.Streams.DLQSubject(string(d.cmd.Type))
+	msgID := dlqMsgID(d.meta, ex)
+	ack, err := h.publishAck(fin, dlqSubject, d.msg.Data(), msgID, hdr)
 	if err != nil {
-		log.Warn("dead letter not stored; key released, redelivery later", slog.Any("error", err))
-		h.handBackDeadLetter(fin, log, msg, cmd, token, ex.uncertain, start)
+		d.log.Warn("dead letter not stored; key released, redelivery later", slog.Any("error", err))
+		h.handBackDeadLetter(fin, d, ex.uncertain)
 		return
 	}
-	if h.died(PointDeadLettered, cmd.Key()) {
+	if h.died(PointDeadLettered, d.cmd.Key()) {
 		return
 	}
-	data := h.eventData(cmd, gwName, ex)
+	data := h.eventData(d.cmd, d.gwName, ex)
 	data.DLQSubject, data.DLQSequence = dlqSubject, ack.Sequence
-	id := events.MessageID(events.DeadLettered, cmd.MerchantID, cmd.Key(), msgID)
+	id := events.MessageID(events.DeadLettered, d.cmd.MerchantID, d.cmd.Key(), msgID)
 	ev := events.New(events.DeadLettered, id, h.cfg.Source, h.cfg.Now(), data)
 	body, err := ev.Marshal()
 	if err == nil {
 		err = h.publish(fin, h.cfg.Streams.EventSubject(string(events.DeadLettered)), body, id, nil)
 	}
 	if err != nil {
-		log.Warn("dead_lettered event not stored; key released, redelivery later", slog.Any("error", err),
+		d.log.Warn("dead_lettered event not stored; key released, redelivery later", slog.Any("error", err),
 			slog.String("dlq_subject", dlqSubject), slog.Uint64("dlq_seq", ack.Sequence))
-		h.handBackDeadLetter(fin, log, msg, cmd, token, ex.uncertain, start)
+		h.handBackDeadLetter(fin, d, ex.uncertain)
 		return
 	}
 	h.obs.EventPublished(string(events.DeadLettered))
-	h.releaseDeadLetter(fin, log, cmd, token, ex.uncertain)
-	h.settle(log, "ack", msg.DoubleAck(fin))
-	h.obs.CommandDone(string(cmd.Type), "dead_lettered", h.cfg.Now().Sub(start))
-	log.Warn("command dead-lettered", slog.String("reason", ex.reason), slog.String("detail", ex.detail),
+	h.releaseDeadLetter(fin, d, ex.uncertain)
+	h.settle(d.log, "ack", d.msg.Ack())
+	h.obs.CommandDone(string(d.cmd.Type), "dead_lettered", h.cfg.Now().Sub(d.start))
+	d.log.Warn("command dead-lettered", slog.String("reason", ex.reason), slog.String("detail", ex.detail),
 		slog.Int("attempts", ex.attempts), slog.String("dlq_subject", dlqSubject), slog.Uint64("dlq_seq", ack.Sequence))
 }
 
@@ -189,22 +188,21 @@ func dlqMsgID(meta *jetstream.MsgMetadata, ex execution) string {
 // whole: it releases the key, keeping uncertain so that the next run
 // reconciles first, then NakWithDelays the message, so its redelivery finds
 // the key released.
-func (h *Handler) handBackDeadLetter(fin context.Context, log *slog.Logger, msg jetstream.Msg, cmd *command.Command,
-	token int64, uncertain bool, start time.Time) {
-	h.releaseDeadLetter(fin, log, cmd, token, uncertain)
-	h.settle(log, "nak_with_delay", msg.NakWithDelay(jitter(deadLetterRetryDelay)))
-	h.obs.CommandDone(string(cmd.Type), "requeued", h.cfg.Now().Sub(start))
+func (h *Handler) handBackDeadLetter(fin context.Context, d *delivery, uncertain bool) {
+	h.releaseDeadLetter(fin, d, uncertain)
+	h.settle(d.log, "nak_with_delay", d.msg.NakWithDelay(jitter(deadLetterRetryDelay)))
+	h.obs.CommandDone(string(d.cmd.Type), "requeued", h.cfg.Now().Sub(d.start))
 }
 
 // releaseDeadLetter gives the key back after a dead letter, stored or not.
 // A refused publication retries until fin ends, so the release has a
 // context of its own, bounded by the lease it gives back; if it fails, the
 // lease expires instead and the next holder takes the key over as uncertain.
-func (h *Handler) releaseDeadLetter(fin context.Context, log *slog.Logger, cmd *command.Command, token int64, uncertain bool) {
+func (h *Handler) releaseDeadLetter(fin context.Context, d *delivery, uncertain bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(fin), h.cfg.Lease)
 	defer cancel()
-	if err := h.cfg.Store.Release(ctx, cmd.MerchantID, cmd.Key(), token, uncertain); err != nil {
-		log.Warn("release after dead letter (the lease will expire instead)", slog.Any("error", err))
+	if err := h.cfg.Store.Release(ctx, d.cmd.MerchantID, d.cmd.Key(), d.token, uncertain); err != nil {
+		d.log.Warn("release after dead letter (the lease will expire instead)", slog.Any("error", err))
 	}
 }
 

@@ -499,16 +499,15 @@ func claimOf(code int64, res []any) (Claim, error) {
 // trip. It returns how many replicas acknowledged the claim (0 without
 // waitReplicas).
 func (s *RedisStore) evalClaim(ctx context.Context, keys []string, args []any) ([]any, int64, error) {
-	c := &scriptCall{ctx: ctx, script: claimScript, keys: keys, args: args, wait: s.waitReplicas > 0}
-	s.pipe.run(c)
-	if c.err != nil {
-		return nil, 0, c.err
+	r := s.pipe.run(&scriptCall{ctx: ctx, script: claimScript, keys: keys, args: args, wait: s.waitReplicas > 0})
+	if r.err != nil {
+		return nil, 0, r.err
 	}
-	res, ok := c.res.([]any)
+	res, ok := r.res.([]any)
 	if !ok {
-		return nil, 0, fmt.Errorf("reply %T, want an array", c.res)
+		return nil, 0, fmt.Errorf("reply %T, want an array", r.res)
 	}
-	return res, c.acked, nil
+	return res, r.acked, nil
 }
 
 // initEpoch writes the epoch marker of a scope that has none: a new scope
@@ -634,14 +633,13 @@ func (s *RedisStore) check(scope, key string) error {
 // run runs a fencing script on the record of key, in the store's
 // pipeline: 1 is success, 0 ErrFenced.
 func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, scope, key string, token int64, args ...any) error {
-	c := &scriptCall{ctx: ctx, script: script, keys: []string{s.recordKey(scope, key)}, args: append([]any{key, token}, args...)}
-	s.pipe.run(c)
-	n, ok := c.res.(int64)
+	r := s.pipe.run(&scriptCall{ctx: ctx, script: script, keys: []string{s.recordKey(scope, key)}, args: append([]any{key, token}, args...)})
+	n, ok := r.res.(int64)
 	switch {
-	case c.err != nil:
-		return fmt.Errorf("idempotency: redis %s: %w", op, c.err)
+	case r.err != nil:
+		return fmt.Errorf("idempotency: redis %s: %w", op, r.err)
 	case !ok:
-		return fmt.Errorf("idempotency: redis %s: reply %T, want an integer", op, c.res)
+		return fmt.Errorf("idempotency: redis %s: reply %T, want an integer", op, r.res)
 	case n == 0:
 		return ErrFenced
 	}

@@ -18,21 +18,22 @@ type scriptCall struct {
 	// wait asks for WAIT after the call (claims, with WaitReplicas).
 	wait bool
 
+	// done receives the call's result once its pipeline has returned.
+	done chan callResult
+}
+
+type callResult struct {
 	res   any
 	err   error
 	acked int64 // replicas that acknowledged, when wait
-	// done receives true when the call has its result, false when its
-	// caller is to send the next pipeline.
-	done chan bool
 }
 
 // pipe coalesces the script calls of concurrent callers into pipelines: one
 // pipeline is in flight at a time, and what queues meanwhile goes out
-// together in the next, in one write and one read. A lone caller goes out at
+// together in the next, in one write and one read. A lone call goes out at
 // once, so nothing waits on a timer; under load the round trips per command
-// fall with the number of callers. The caller whose call finds no pipeline
-// in flight sends it; when it returns, the oldest waiting caller sends the
-// next.
+// fall with the number of callers. A sender goroutine runs while calls are
+// queued and ends when the queue is empty.
 type pipe struct {
 	rdb          redis.UniversalClient
 	waitReplicas int
@@ -46,47 +47,51 @@ type pipe struct {
 // maxPipeline bounds the calls of one pipeline.
 const maxPipeline = 256
 
-// run runs c, alone or with others, and returns when it has its result.
-func (p *pipe) run(c *scriptCall) {
-	c.done = make(chan bool, 1)
+// run runs c, alone or with others, and returns its result, or c.ctx's error
+// as soon as c.ctx ends (the call may still reach Redis, like any request
+// cut short).
+func (p *pipe) run(c *scriptCall) callResult {
+	c.done = make(chan callResult, 1)
 	p.mu.Lock()
 	p.queue = append(p.queue, c)
-	if p.sending {
-		p.mu.Unlock()
-		if <-c.done {
+	if !p.sending {
+		p.sending = true
+		go p.drain()
+	}
+	p.mu.Unlock()
+	select {
+	case r := <-c.done:
+		return r
+	case <-c.ctx.Done():
+		return callResult{err: c.ctx.Err()}
+	}
+}
+
+// drain sends pipelines until the queue is empty.
+func (p *pipe) drain() {
+	for {
+		p.mu.Lock()
+		if len(p.queue) == 0 {
+			p.sending = false
+			p.mu.Unlock()
 			return
 		}
-		p.mu.Lock()
+		n := min(len(p.queue), maxPipeline)
+		batch := p.queue[:n:n]
+		p.queue = p.queue[n:]
+		p.mu.Unlock()
+		p.send(batch)
 	}
-	p.sending = true
-	n := min(len(p.queue), maxPipeline)
-	batch := p.queue[:n:n]
-	p.queue = p.queue[n:]
-	p.mu.Unlock()
-
-	p.send(batch)
-
-	p.mu.Lock()
-	if len(p.queue) > 0 {
-		p.queue[0].done <- false // its caller sends the next pipeline
-	} else {
-		p.sending = false
-	}
-	p.mu.Unlock()
-	for _, b := range batch {
-		b.done <- true
-	}
-	// c is in batch: it was queued first or handed the turn.
-	<-c.done
 }
 
 // send runs batch as one pipeline (EVALSHA, then EVAL for any script the
-// server does not have cached), followed by one WAIT if any call asks for it.
+// server does not have cached), followed by one WAIT if any call asks for it,
+// and hands each call its result.
 func (p *pipe) send(batch []*scriptCall) {
 	live := batch[:0:0]
 	for _, c := range batch {
 		if err := c.ctx.Err(); err != nil {
-			c.err = err
+			c.done <- callResult{err: err}
 			continue
 		}
 		live = append(live, c)
@@ -97,19 +102,25 @@ func (p *pipe) send(batch []*scriptCall) {
 	// The pipeline is shared: one caller's cancellation must not fail the
 	// others' calls. The client's own timeouts bound it.
 	ctx := context.WithoutCancel(live[0].ctx)
-	p.exec(ctx, live, true)
+	results := p.exec(ctx, live, true)
 	var again []*scriptCall
-	for _, c := range live {
-		if redis.HasErrorPrefix(c.err, "NOSCRIPT") {
-			again = append(again, c)
+	var at []int
+	for i, c := range live {
+		if redis.HasErrorPrefix(results[i].err, "NOSCRIPT") {
+			again, at = append(again, c), append(at, i)
 		}
 	}
 	if len(again) > 0 {
-		p.exec(ctx, again, false)
+		for j, r := range p.exec(ctx, again, false) {
+			results[at[j]] = r
+		}
+	}
+	for i, c := range live {
+		c.done <- results[i]
 	}
 }
 
-func (p *pipe) exec(ctx context.Context, calls []*scriptCall, cached bool) {
+func (p *pipe) exec(ctx context.Context, calls []*scriptCall, cached bool) []callResult {
 	cmds := make([]*redis.Cmd, len(calls))
 	var wait *redis.Cmd
 	_, _ = p.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
@@ -132,13 +143,16 @@ func (p *pipe) exec(ctx context.Context, calls []*scriptCall, cached bool) {
 	if wait != nil {
 		acked, waitErr = wait.Int64()
 	}
+	out := make([]callResult, len(calls))
 	for i, c := range calls {
-		c.res, c.err = cmds[i].Result()
-		if c.err == nil && c.wait {
-			c.acked = acked
+		r := &out[i]
+		r.res, r.err = cmds[i].Result()
+		if r.err == nil && c.wait {
+			r.acked = acked
 			if waitErr != nil {
-				c.err = errors.Join(errors.New("WAIT"), waitErr)
+				r.err = errors.Join(errors.New("WAIT"), waitErr)
 			}
 		}
 	}
+	return out
 }
