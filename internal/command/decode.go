@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"strconv"
 	"strings"
@@ -128,7 +129,7 @@ func Decode(subjectType string, data []byte) (*Command, error) {
 				strconv.Quote(clip(subjectType)), show(msgType)),
 		})
 	}
-	return decodeValid(data)
+	return fromDoc(doc.(map[string]any))
 }
 
 // Validate runs Decode's checks on a message meant for command type typ and
@@ -175,61 +176,45 @@ func typeProblem(doc any) Problem {
 		Message: `type: must be one of "capture", "void", got ` + show(v)}
 }
 
-// wire is the JSON form of a command whose conversion to Command could fail
-// on an input that the schema accepts.
-type wire struct {
-	CommandID               string            `json:"command_id"`
-	Type                    Type              `json:"type"`
-	IdempotencyKey          string            `json:"idempotency_key"`
-	MerchantID              string            `json:"merchant_id"`
-	TransactionID           string            `json:"transaction_id"`
-	Amount                  json.Number       `json:"amount"`
-	Currency                string            `json:"currency"`
-	Gateway                 string            `json:"gateway"`
-	Notes                   string            `json:"notes"`
-	Metadata                map[string]string `json:"metadata"`
-	OriginalTransactionTime string            `json:"original_transaction_time"`
-}
-
-// decodeValid decodes a message that passed the schema.
-func decodeValid(data []byte) (*Command, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var w wire
-	if err := dec.Decode(&w); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			return nil, invalid(CodeSchemaViolation, Problem{
-				Field: te.Field, Rule: "type",
-				Message: fmt.Sprintf("%s: must be %s, got %s", te.Field, te.Type, te.Value),
-			})
-		}
-		return nil, invalid(CodeSchemaViolation, Problem{Rule: "json", Message: "message: " + clip(err.Error())})
-	}
+// fromDoc builds the command from the parsed message, which passed the
+// schema: every field has its schema's type, and there is no other.
+func fromDoc(m map[string]any) (*Command, error) {
+	str := func(k string) string { s, _ := m[k].(string); return s }
 	c := &Command{
-		CommandID:      w.CommandID,
-		Type:           w.Type,
-		IdempotencyKey: w.IdempotencyKey,
-		MerchantID:     w.MerchantID,
-		TransactionID:  w.TransactionID,
-		Currency:       w.Currency,
-		Gateway:        w.Gateway,
-		Notes:          w.Notes,
-		Metadata:       w.Metadata,
+		CommandID:      str("command_id"),
+		Type:           Type(str("type")),
+		IdempotencyKey: str("idempotency_key"),
+		MerchantID:     str("merchant_id"),
+		TransactionID:  str("transaction_id"),
+		Currency:       str("currency"),
+		Gateway:        str("gateway"),
+		Notes:          str("notes"),
 	}
-	if w.Amount != "" {
-		n, ok := integer(w.Amount)
+	if md, ok := m["metadata"].(map[string]any); ok {
+		c.Metadata = make(map[string]string, len(md))
+		for k, v := range md {
+			s, ok := v.(string)
+			if !ok {
+				return nil, invalid(CodeSchemaViolation, Problem{Field: "metadata." + k, Rule: "type",
+					Message: fmt.Sprintf("metadata.%s: must be a string, got %s", clip(k), show(v))})
+			}
+			c.Metadata[k] = s
+		}
+	}
+	if a, present := m["amount"]; present {
+		num, _ := a.(json.Number)
+		n, ok := integer(num)
 		if !ok {
 			return nil, invalid(CodeSchemaViolation, Problem{Field: "amount", Rule: "type",
-				Message: "amount: must be an integer, got " + show(w.Amount)})
+				Message: "amount: must be an integer, got " + show(a)})
 		}
 		c.Amount = &n
 	}
-	if w.OriginalTransactionTime != "" {
-		t, err := time.Parse(time.RFC3339Nano, w.OriginalTransactionTime)
+	if ts := str("original_transaction_time"); ts != "" {
+		t, err := time.Parse(time.RFC3339Nano, ts)
 		if err != nil {
 			return nil, invalid(CodeSchemaViolation, Problem{Field: "original_transaction_time", Rule: "format",
-				Message: "original_transaction_time: " + dateTimeRule + ", got " + show(w.OriginalTransactionTime)})
+				Message: "original_transaction_time: " + dateTimeRule + ", got " + show(ts)})
 		}
 		c.OriginalTransactionTime = &t
 	}
@@ -264,15 +249,24 @@ func parse(data []byte) (any, *Problem) {
 	if len(bytes.TrimSpace(data)) == 0 {
 		return nil, &Problem{Rule: "json", Message: "message is empty"}
 	}
-	// Unmarshal checks the syntax of the whole input first, and reports
-	// accurate offsets, unlike Decoder.Token.
-	if err := json.Unmarshal(data, new(json.RawMessage)); err != nil {
-		return nil, &Problem{Rule: "json", Message: "message is not valid JSON: " + syntaxMessage(err)}
-	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
 	v, err := parser{dec: dec}.value(nil)
+	if err == nil {
+		// One value and nothing after it; anything else is a syntax error,
+		// described below.
+		if _, end := dec.Token(); end != io.EOF {
+			err = errTrailing
+		}
+	}
 	if err != nil {
+		// Only a message that failed pays for the syntax pass: Unmarshal
+		// checks the whole input and reports accurate offsets, unlike
+		// Decoder.Token. It runs before the parser's own findings, so a
+		// syntax error anywhere is what the message is rejected for.
+		if err := json.Unmarshal(data, new(json.RawMessage)); err != nil {
+			return nil, &Problem{Rule: "json", Message: "message is not valid JSON: " + syntaxMessage(err)}
+		}
 		var pe *parseError
 		if errors.As(err, &pe) {
 			return nil, &Problem{Field: pe.field, Rule: pe.rule, Message: pe.msg}
@@ -281,6 +275,9 @@ func parse(data []byte) (any, *Problem) {
 	}
 	return v, nil
 }
+
+// errTrailing: the parser read a whole value and more followed.
+var errTrailing = errors.New("data after the top-level value")
 
 // syntaxMessage describes a syntax error with the offset of the offending
 // byte, or of the end of the input when it ended early.

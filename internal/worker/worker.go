@@ -183,16 +183,47 @@ type pool struct {
 	handlers sync.WaitGroup
 }
 
-// reserve waits for one free slot and then takes every other free one: the
-// size of the next pull request. It returns 0 when ctx ends first.
+// Pull batching: when fewer than batchMin(concurrency) slots are free, the
+// next pull request waits up to pullLinger for more to free up, so that a
+// saturated worker pulls several messages per request (one pull request, one
+// inbox subscription, one unsubscription) rather than one. An idle worker
+// has every slot free and pulls at once.
+const pullLinger = 2 * time.Millisecond
+
+func batchMin(concurrency int) int { return min(max(concurrency/8, 1), 64) }
+
+// reserve waits for one free slot, then takes every other free one, lingering
+// up to pullLinger for batchMin of them: the size of the next pull request.
+// It returns 0 when ctx ends first.
 func (p *pool) reserve(ctx context.Context) int {
 	select {
 	case p.slots <- struct{}{}:
 	case <-ctx.Done():
 		return 0
 	}
-	n := 1
-	for n < cap(p.slots) {
+	n := 1 + p.take(cap(p.slots)-1)
+	if want := batchMin(cap(p.slots)); n < want {
+		t := time.NewTimer(pullLinger)
+		defer t.Stop()
+		for n < want {
+			select {
+			case p.slots <- struct{}{}:
+				n++
+				continue
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			break
+		}
+		n += p.take(cap(p.slots) - n)
+	}
+	return n
+}
+
+// take takes up to max free slots without waiting and returns how many.
+func (p *pool) take(max int) int {
+	n := 0
+	for n < max {
 		select {
 		case p.slots <- struct{}{}:
 			n++
