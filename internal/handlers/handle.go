@@ -203,50 +203,75 @@ func (h *Handler) keepAlive(ctx context.Context, guard *leaseGuard, d *delivery)
 	// included, so JetStream redelivers nothing still being worked on
 	// however long the budget (worker.ConsumerConfig relies on it).
 	every := min(h.cfg.Lease, h.cfg.AckWait) / 3
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		// renewed is when the lease last started, as far as this worker
-		// knows: the claim (a moment ago), then each renewal's sending.
-		renewed := h.cfg.Now()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			_ = d.msg.InProgress()
-			sent := h.cfg.Now()
-			// A renewal that does not answer within a period has failed:
-			// the lease must be provable in time, not eventually.
-			rctx, cancel := context.WithTimeout(ctx, every)
-			err := h.cfg.Store.Renew(rctx, d.cmd.MerchantID, d.cmd.Key(), d.token, h.cfg.Lease)
-			cancel()
-			switch {
-			case err == nil:
-				renewed = sent
-			case errors.Is(err, idempotency.ErrFenced):
-				d.log.Warn("lease lost: another worker took the key over; abandoning")
-				guard.lose()
-				return
-			case ctx.Err() != nil:
-				return
-			case !renewed.Add(h.cfg.Lease).After(h.cfg.Now().Add(every + every/2)):
-				d.log.Warn("lease renewals failing and the lease about to end: abandoning, no further gateway call",
-					slog.Duration("since_renewed", h.cfg.Now().Sub(renewed)), slog.Any("error", err))
-				guard.lose()
-				return
-			default:
-				d.log.Warn("lease renewal failed; retrying", slog.Any("error", err))
-			}
+	// Most commands end long before the first period: nothing runs for them
+	// but one timer. A renewal runs on the timer's goroutine and arms the
+	// next; stop waits for one that is running.
+	var (
+		mu      sync.Mutex
+		stopped bool
+		running sync.WaitGroup
+		t       *time.Timer
+	)
+	// renewed is when the lease last started, as far as this worker knows:
+	// the claim (a moment ago), then each renewal's sending.
+	renewed := h.cfg.Now()
+	// renew makes one renewal and reports whether to go on.
+	renew := func() bool {
+		if ctx.Err() != nil {
+			return false
 		}
-	}()
-	return func() { close(done); <-finished }
+		_ = d.msg.InProgress()
+		sent := h.cfg.Now()
+		// A renewal that does not answer within a period has failed: the
+		// lease must be provable in time, not eventually.
+		rctx, cancel := context.WithTimeout(ctx, every)
+		err := h.cfg.Store.Renew(rctx, d.cmd.MerchantID, d.cmd.Key(), d.token, h.cfg.Lease)
+		cancel()
+		switch {
+		case err == nil:
+			renewed = sent
+		case errors.Is(err, idempotency.ErrFenced):
+			d.log.Warn("lease lost: another worker took the key over; abandoning")
+			guard.lose()
+			return false
+		case ctx.Err() != nil:
+			return false
+		case !renewed.Add(h.cfg.Lease).After(h.cfg.Now().Add(every + every/2)):
+			d.log.Warn("lease renewals failing and the lease about to end: abandoning, no further gateway call",
+				slog.Duration("since_renewed", h.cfg.Now().Sub(renewed)), slog.Any("error", err))
+			guard.lose()
+			return false
+		default:
+			d.log.Warn("lease renewal failed; retrying", slog.Any("error", err))
+		}
+		return true
+	}
+	mu.Lock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			return
+		}
+		running.Add(1)
+		mu.Unlock()
+		defer running.Done()
+		if renew() {
+			mu.Lock()
+			if !stopped {
+				t.Reset(every)
+			}
+			mu.Unlock()
+		}
+	})
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+		running.Wait()
+	}
 }
 
 // leaseGuard stops a command's work (cancels it with errLeaseLost) once its
