@@ -149,9 +149,26 @@ func (w *Worker) Run(ctx context.Context) error {
 	// call short; it is cancelled only when the shutdown timeout runs out.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	p := &pool{slots: make(chan struct{}, w.cfg.Concurrency), pulls: make(chan struct{}, maxPulls)}
+	p := &pool{slots: make(chan struct{}, w.cfg.Concurrency), pulls: make(chan struct{}, maxPulls),
+		jobs: make(chan jetstream.Msg, w.cfg.Concurrency)}
+	// The handlers run on long-lived goroutines, one per slot, so a command
+	// does not pay for a new goroutine and the growth of its stack.
+	var runners sync.WaitGroup
+	for range w.cfg.Concurrency {
+		runners.Add(1)
+		go func() {
+			defer runners.Done()
+			for msg := range p.jobs {
+				w.cfg.Handler.Handle(work, msg)
+				p.release(1)
+				w.cfg.InFlight(-1)
+				p.handlers.Done()
+			}
+		}()
+	}
+	defer func() { close(p.jobs); runners.Wait() }()
 
-	err = w.consume(ctx, work, cons, p)
+	err = w.consume(ctx, cons, p)
 	timer := time.NewTimer(w.cfg.ShutdownTimeout)
 	defer timer.Stop()
 	w.log.Info("draining: waiting for commands in flight", slog.Duration("timeout", w.cfg.ShutdownTimeout))
@@ -179,6 +196,7 @@ func (w *Worker) Run(ctx context.Context) error {
 type pool struct {
 	slots    chan struct{} // one token per command in flight or pulled for
 	pulls    chan struct{} // one token per open pull request
+	jobs     chan jetstream.Msg
 	readers  sync.WaitGroup
 	handlers sync.WaitGroup
 }
@@ -246,7 +264,7 @@ func (p *pool) release(n int) {
 // never delivered before a slot is free to run it: no message waits in a
 // client buffer while its ack timer runs out and JetStream redelivers it to
 // another worker.
-func (w *Worker) consume(ctx, work context.Context, cons jetstream.Consumer, p *pool) error {
+func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, p *pool) error {
 	var failed atomic.Pointer[error] // the last pull's error, until handled
 	fail := func(err error) { failed.CompareAndSwap(nil, &err) }
 	pause := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
@@ -300,7 +318,7 @@ func (w *Worker) consume(ctx, work context.Context, cons jetstream.Consumer, p *
 		p.readers.Add(1)
 		go func() {
 			defer func() { cancel(); <-p.pulls; p.readers.Done() }()
-			if err := w.dispatch(ctx, work, batch, n, p); err != nil {
+			if err := w.dispatch(ctx, batch, n, p); err != nil {
 				fail(err)
 			} else {
 				pause.reset()
@@ -313,7 +331,7 @@ func (w *Worker) consume(ctx, work context.Context, cons jetstream.Consumer, p *
 // for n reserved slots, and gives back the slots it did not use. A message
 // that arrives after ctx ended is handed back instead. It returns the pull's
 // error, if it failed for another reason than its end.
-func (w *Worker) dispatch(ctx, work context.Context, batch jetstream.MessageBatch, n int, p *pool) error {
+func (w *Worker) dispatch(ctx context.Context, batch jetstream.MessageBatch, n int, p *pool) error {
 	started := 0
 	var late []jetstream.Msg
 	for msg := range batch.Messages() {
@@ -324,10 +342,7 @@ func (w *Worker) dispatch(ctx, work context.Context, batch jetstream.MessageBatc
 		started++
 		p.handlers.Add(1)
 		w.cfg.InFlight(1)
-		go func() {
-			defer func() { p.release(1); w.cfg.InFlight(-1); p.handlers.Done() }()
-			w.cfg.Handler.Handle(work, msg)
-		}()
+		p.jobs <- msg // a slot is reserved for it: never blocks
 	}
 	// Hand back what was not started, once the batch is over: the delay
 	// outlasts this worker's other open pull requests.
