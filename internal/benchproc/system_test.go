@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -104,11 +106,15 @@ func startSystem(b *testing.B, bins binaries, concurrency int) *system {
 		"PAYMENTOPTIONS_API_KEY=" + apiKey,
 		"PAYMENTOPTIONS_X_API_KEY=" + xAPIKey,
 		"HTTP_ADDR=" + metricsAddr,
+		// As a user runs it: JSON logs at the default level (one line per
+		// command), to a file.
 		"LOG_FORMAT=json",
-		"LOG_LEVEL=warn",
 		"WORKER_ID=benchproc",
 		"SHUTDOWN_TIMEOUT=5s",
 	}
+	// BENCHPROC_WORKER_ENV adds settings to the worker's environment, for
+	// experiments (e.g. "GOGC=200 WORKER_CONCURRENCY=128").
+	env = append(env, strings.Fields(os.Getenv("BENCHPROC_WORKER_ENV"))...)
 	if concurrency > 0 {
 		env = append(env, "WORKER_CONCURRENCY="+strconv.Itoa(concurrency))
 	} else {

@@ -22,7 +22,7 @@ const Redacted = "[REDACTED]"
 // "error"; empty is info). format "text" uses the tint handler, coloured only
 // when isTerminal; "json" uses slog's JSON handler; "auto" (or empty) picks
 // tint on a terminal and JSON otherwise. Both handlers pass every attribute
-// through Redact.
+// through Redact. When w is a *Buffer, lines at WARN and above flush it.
 func New(w io.Writer, format, level string, isTerminal bool) (*slog.Logger, error) {
 	lvl, err := ParseLevel(level)
 	if err != nil {
@@ -42,6 +42,9 @@ func New(w io.Writer, format, level string, isTerminal bool) (*slog.Logger, erro
 		h = jsonHandler(w, lvl)
 	default:
 		return nil, fmt.Errorf("log format %q is not one of auto, json, text", format)
+	}
+	if buf, ok := w.(*Buffer); ok {
+		h = flushing{h, buf}
 	}
 	return slog.New(h), nil
 }
