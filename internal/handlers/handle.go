@@ -175,7 +175,7 @@ func (h *Handler) run(ctx context.Context, d *delivery, uncertain, settle bool) 
 	case verdictAborted:
 		lost := errors.Is(context.Cause(work), errLeaseLost)
 		if !lost {
-			if err := h.cfg.Store.Release(fin, d.cmd.MerchantID, d.cmd.Key(), d.token, ex.uncertain); err != nil {
+			if err := h.cfg.Store.Release(fin, d.cmd.MerchantID, d.cmd.Key(), d.cmd.TransactionID, d.token, ex.uncertain); err != nil {
 				d.log.Warn("release after abort", slog.Any("error", err))
 			}
 		}
@@ -225,7 +225,7 @@ func (h *Handler) keepAlive(ctx context.Context, guard *leaseGuard, d *delivery)
 		// A renewal that does not answer within a period has failed: the
 		// lease must be provable in time, not eventually.
 		rctx, cancel := context.WithTimeout(ctx, every)
-		err := h.cfg.Store.Renew(rctx, d.cmd.MerchantID, d.cmd.Key(), d.token, h.cfg.Lease)
+		err := h.cfg.Store.Renew(rctx, d.cmd.MerchantID, d.cmd.Key(), d.cmd.TransactionID, d.token, h.cfg.Lease)
 		cancel()
 		switch {
 		case err == nil:
@@ -396,7 +396,7 @@ func (h *Handler) finish(ctx, fin context.Context, d *delivery, ex execution) {
 func (h *Handler) complete(ctx context.Context, d *delivery, out idempotency.Outcome) error {
 	delay := 100 * time.Millisecond
 	for {
-		err := h.cfg.Store.Complete(ctx, d.cmd.MerchantID, d.cmd.Key(), d.token, out)
+		err := h.cfg.Store.Complete(ctx, d.cmd.MerchantID, d.cmd.Key(), d.cmd.TransactionID, d.token, out)
 		if err == nil || errors.Is(err, idempotency.ErrFenced) {
 			return err
 		}

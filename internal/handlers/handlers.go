@@ -28,9 +28,9 @@ type Gateway interface {
 // Store is what the handler needs from the idempotency store.
 type Store interface {
 	Claim(ctx context.Context, req idempotency.ClaimRequest) (idempotency.Claim, error)
-	Renew(ctx context.Context, scope, key string, token int64, lease time.Duration) error
-	Complete(ctx context.Context, scope, key string, token int64, out idempotency.Outcome) error
-	Release(ctx context.Context, scope, key string, token int64, uncertain bool) error
+	Renew(ctx context.Context, scope, key, txn string, token int64, lease time.Duration) error
+	Complete(ctx context.Context, scope, key, txn string, token int64, out idempotency.Outcome) error
+	Release(ctx context.Context, scope, key, txn string, token int64, uncertain bool) error
 }
 
 // Observer receives the handler's measurements (Prometheus in production).

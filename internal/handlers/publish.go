@@ -201,7 +201,7 @@ func (h *Handler) handBackDeadLetter(fin context.Context, d *delivery, uncertain
 func (h *Handler) releaseDeadLetter(fin context.Context, d *delivery, uncertain bool) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(fin), h.cfg.Lease)
 	defer cancel()
-	if err := h.cfg.Store.Release(ctx, d.cmd.MerchantID, d.cmd.Key(), d.token, uncertain); err != nil {
+	if err := h.cfg.Store.Release(ctx, d.cmd.MerchantID, d.cmd.Key(), d.cmd.TransactionID, d.token, uncertain); err != nil {
 		d.log.Warn("release after dead letter (the lease will expire instead)", slog.Any("error", err))
 	}
 }

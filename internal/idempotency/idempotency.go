@@ -153,6 +153,13 @@ type Claim struct {
 // Store is the contract both implementations keep. Every method is one atomic
 // operation; an error other than ErrFenced or ErrNotFound means the store could
 // not be reached or answered nonsense, and the caller must fail closed.
+//
+// Renew, Complete and Release name the claim they act for by its token and by
+// txn, the ClaimRequest.TxnLock of that claim ("" if it locked no
+// transaction), so that a store can name the transaction lock before it reads
+// the record (Redis scripts declare every key they touch). A txn other than
+// the one the token's claim locked is a programming error: the store refuses
+// it with an error that is not ErrFenced, and changes nothing.
 type Store interface {
 	// Claim takes the key (and the transaction lock) for req.Lease.
 	Claim(ctx context.Context, req ClaimRequest) (Claim, error)
@@ -161,20 +168,20 @@ type Store interface {
 	// resurrected), not in progress or claimed by another token, and when
 	// another key has taken the transaction lock after this lease ended: the
 	// holder must stop.
-	Renew(ctx context.Context, scope, key string, token int64, lease time.Duration) error
+	Renew(ctx context.Context, scope, key, txn string, token int64, lease time.Duration) error
 	// Complete stores the terminal outcome and frees the transaction lock if
 	// this key and token still hold it (a lost lock does not stop it: the
 	// token is what fences). ErrFenced when the record is missing, not in
 	// progress or claimed by another token, except that repeating a Complete
 	// that succeeded (same token and EventID, its reply lost) returns nil.
-	Complete(ctx context.Context, scope, key string, token int64, out Outcome) error
+	Complete(ctx context.Context, scope, key, txn string, token int64, out Outcome) error
 	// Release gives the key back without an outcome (dead letter, shutdown),
 	// keeping the record so the next claim Resumes; uncertain says whether an
 	// attempt may have reached the gateway (a record once uncertain stays so
 	// until completed). It frees the transaction lock if this key and token
 	// still hold it; repeating it is harmless. ErrFenced when the record is
 	// missing, completed or claimed by another token.
-	Release(ctx context.Context, scope, key string, token int64, uncertain bool) error
+	Release(ctx context.Context, scope, key, txn string, token int64, uncertain bool) error
 	// Get reads a record without changing it.
 	Get(ctx context.Context, scope, key string) (Record, error)
 	// Ping checks that the store answers.

@@ -313,7 +313,7 @@ func (s *KVStore) claimOnce(ctx context.Context, req ClaimRequest) (Claim, error
 // progress, or claimed by another token, and also when another key holds
 // the transaction lock under a live lease (taken after this lease expired):
 // the holder no longer runs alone on the transaction and must stop.
-func (s *KVStore) Renew(ctx context.Context, scope, key string, token int64, lease time.Duration) error {
+func (s *KVStore) Renew(ctx context.Context, scope, key, txn string, token int64, lease time.Duration) error {
 	if err := checkKey(scope, key); err != nil {
 		return err
 	}
@@ -323,7 +323,7 @@ func (s *KVStore) Renew(ctx context.Context, scope, key string, token int64, lea
 	return kvErr("renew", retry(ctx, "renew", func() error {
 		now := s.now().UTC()
 		rk := recordKVKey(scope, key)
-		re, rec, err := s.readHeld(ctx, rk, token)
+		re, rec, err := s.readHeld(ctx, rk, txn, token)
 		if err != nil {
 			return err
 		}
@@ -370,11 +370,11 @@ func (s *KVStore) Renew(ctx context.Context, scope, key string, token int64, lea
 // Complete that succeeded (its reply lost) with the same token and outcome
 // EventID returns nil; any other Complete of a completed, released, missing
 // or re-claimed record returns ErrFenced.
-func (s *KVStore) Complete(ctx context.Context, scope, key string, token int64, out Outcome) error {
+func (s *KVStore) Complete(ctx context.Context, scope, key, txn string, token int64, out Outcome) error {
 	if _, err := marshalOutcome(out); err != nil {
 		return err
 	}
-	return s.finish(ctx, "complete", scope, key, token, func(rec *Record) (bool, error) {
+	return s.finish(ctx, "complete", scope, key, txn, token, func(rec *Record) (bool, error) {
 		switch {
 		case rec.State == StateCompleted && rec.Outcome != nil && rec.Outcome.EventID == out.EventID:
 			return false, nil // the same Complete again: done already
@@ -392,8 +392,8 @@ func (s *KVStore) Complete(ctx context.Context, scope, key string, token int64, 
 // lock is freed if this key and token still hold it. Repeating it with the
 // same token is harmless. It returns ErrFenced when the record is missing,
 // completed or claimed by another token.
-func (s *KVStore) Release(ctx context.Context, scope, key string, token int64, uncertain bool) error {
-	return s.finish(ctx, "release", scope, key, token, func(rec *Record) (bool, error) {
+func (s *KVStore) Release(ctx context.Context, scope, key, txn string, token int64, uncertain bool) error {
+	return s.finish(ctx, "release", scope, key, txn, token, func(rec *Record) (bool, error) {
 		if rec.State != StateInProgress && rec.State != StateReleased {
 			return false, ErrFenced
 		}
@@ -407,14 +407,14 @@ func (s *KVStore) Release(ctx context.Context, scope, key string, token int64, u
 // under token whether to write it (and edits it) or fails with ErrFenced; the
 // write is a compare-and-set on the revision read, retried on a lost race.
 // Afterwards the transaction lock is freed if this key and token hold it.
-func (s *KVStore) finish(ctx context.Context, op, scope, key string, token int64, change func(*Record) (write bool, err error)) error {
+func (s *KVStore) finish(ctx context.Context, op, scope, key, txn string, token int64, change func(*Record) (write bool, err error)) error {
 	if err := checkKey(scope, key); err != nil {
 		return err
 	}
 	var freeLock string
 	err := retry(ctx, op, func() error {
 		rk := recordKVKey(scope, key)
-		re, rec, err := s.readHeld(ctx, rk, token)
+		re, rec, err := s.readHeld(ctx, rk, txn, token)
 		if err != nil {
 			return err
 		}
@@ -442,8 +442,9 @@ func (s *KVStore) finish(ctx context.Context, op, scope, key string, token int64
 }
 
 // readHeld reads the record of rk and checks that token is its token;
-// ErrFenced otherwise, and when the record is missing.
-func (s *KVStore) readHeld(ctx context.Context, rk string, token int64) (entry, Record, error) {
+// ErrFenced otherwise, and when the record is missing. It refuses a txn
+// other than the one the token's claim locked.
+func (s *KVStore) readHeld(ctx context.Context, rk, txn string, token int64) (entry, Record, error) {
 	re, err := s.read(ctx, rk)
 	if err != nil {
 		return entry{}, Record{}, err
@@ -457,6 +458,9 @@ func (s *KVStore) readHeld(ctx context.Context, rk string, token int64) (entry, 
 	}
 	if rec.Token != token {
 		return entry{}, Record{}, ErrFenced
+	}
+	if rec.TxnLock != txn {
+		return entry{}, Record{}, wrongTxn(txn, rec.TxnLock)
 	}
 	return re, rec, nil
 }

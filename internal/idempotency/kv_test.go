@@ -176,10 +176,10 @@ func TestKVDeletedIsAbsent(t *testing.T) {
 					t.Fatalf("%s(%s) error = %v", tc.name, k, err)
 				}
 			}
-			if err := s.Renew(t.Context(), "m", "a", token, time.Minute); !errors.Is(err, idempotency.ErrFenced) {
+			if err := s.Renew(t.Context(), "m", "a", "t", token, time.Minute); !errors.Is(err, idempotency.ErrFenced) {
 				t.Errorf("Renew after %s error = %v, want ErrFenced", tc.name, err)
 			}
-			if err := s.Complete(t.Context(), "m", "a", token, idempotency.Outcome{EventID: "e"}); !errors.Is(err, idempotency.ErrFenced) {
+			if err := s.Complete(t.Context(), "m", "a", "t", token, idempotency.Outcome{EventID: "e"}); !errors.Is(err, idempotency.ErrFenced) {
 				t.Errorf("Complete after %s error = %v, want ErrFenced", tc.name, err)
 			}
 			if _, err := s.Get(t.Context(), "m", "a"); !errors.Is(err, idempotency.ErrNotFound) {
@@ -202,7 +202,7 @@ func TestKVDeletedIsAbsent(t *testing.T) {
 					tokenB = c.Record.Token
 				}
 			}
-			if err := s.Release(t.Context(), "m", "b", tokenB, false); err != nil {
+			if err := s.Release(t.Context(), "m", "b", "t", tokenB, false); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(2 * time.Millisecond) // the clock the token is read from moves on
@@ -212,7 +212,7 @@ func TestKVDeletedIsAbsent(t *testing.T) {
 					tc.name, c.Status, c.Record.Token, c.Record.Claims, err, token)
 			}
 			// The old holder's writes do not land on the new claim.
-			if err := s.Renew(t.Context(), "m", "a", token, time.Minute); !errors.Is(err, idempotency.ErrFenced) {
+			if err := s.Renew(t.Context(), "m", "a", "t", token, time.Minute); !errors.Is(err, idempotency.ErrFenced) {
 				t.Errorf("Renew(token %d) on the new claim error = %v, want ErrFenced", token, err)
 			}
 		})
@@ -270,7 +270,7 @@ func TestKVClock(t *testing.T) {
 			t.Errorf("step %d: LeaseUntil, UpdatedAt = %v, %v; want %v, %v", i, c.Record.LeaseUntil, c.Record.UpdatedAt, clock().Add(time.Minute), clock())
 		}
 		if st.release {
-			if err := s.Release(t.Context(), "m", "k", c.Record.Token, false); err != nil {
+			if err := s.Release(t.Context(), "m", "k", "t", c.Record.Token, false); err != nil {
 				t.Fatalf("step %d: Release(token %d) error = %v", i, c.Record.Token, err)
 			}
 		}
@@ -298,9 +298,9 @@ func TestKVUnavailable(t *testing.T) {
 		do   func(ctx context.Context) error
 	}{
 		{"Claim", func(ctx context.Context) error { _, err := s.Claim(ctx, req); return err }},
-		{"Renew", func(ctx context.Context) error { return s.Renew(ctx, "m", "k", token, time.Minute) }},
-		{"Complete", func(ctx context.Context) error { return s.Complete(ctx, "m", "k", token, out) }},
-		{"Release", func(ctx context.Context) error { return s.Release(ctx, "m", "k", token, true) }},
+		{"Renew", func(ctx context.Context) error { return s.Renew(ctx, "m", "k", "t", token, time.Minute) }},
+		{"Complete", func(ctx context.Context) error { return s.Complete(ctx, "m", "k", "t", token, out) }},
+		{"Release", func(ctx context.Context) error { return s.Release(ctx, "m", "k", "t", token, true) }},
 		{"Get", func(ctx context.Context) error { _, err := s.Get(ctx, "m", "k"); return err }},
 		{"Ping", func(ctx context.Context) error { return s.Ping(ctx) }},
 	} {
@@ -326,7 +326,7 @@ func TestKVUnavailable(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if err := s.Complete(t.Context(), "m", "k", token, out); err != nil {
+	if err := s.Complete(t.Context(), "m", "k", "t", token, out); err != nil {
 		t.Fatalf("Complete after restart error = %v", err)
 	}
 	if c, err := s.Claim(t.Context(), req); err != nil || c.Status != idempotency.Completed {

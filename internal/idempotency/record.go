@@ -38,6 +38,12 @@ func checkClaim(req ClaimRequest) error {
 	return checkLease(req.Lease)
 }
 
+// wrongTxn is the error of a Renew, Complete or Release whose txn is not the
+// transaction the token's claim locked (recorded as locked; "" for none).
+func wrongTxn(txn, locked string) error {
+	return fmt.Errorf("%w: transaction %q named, but the claim locked %q", errInvalid, txn, locked)
+}
+
 // marshalOutcome encodes out with its Event bytes exactly as given (after
 // validation), so that a replay republishes the very bytes first published:
 // json.Marshal would compact them and escape HTML characters.

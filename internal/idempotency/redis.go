@@ -71,9 +71,11 @@ const (
 // Lease times come from the Redis server's clock (TIME), so workers whose
 // clocks disagree still agree on who holds a lease.
 //
-// Renew, Complete and Release reach the transaction lock named in the record,
-// a key the script builds rather than declares; it shares the record's hash
-// slot, which Redis Cluster accepts.
+// Every script declares every key it touches in KEYS (Redis Cluster, proxies
+// and Redis-compatible servers refuse or misroute undeclared keys): Renew,
+// Complete and Release are told the transaction the claim locked, so they can
+// name its lock before reading the record, and refuse a transaction other
+// than the one the record says was locked.
 //
 // Replication is asynchronous: a failover can lose a record. Renew, Complete
 // and Release on a missing record return ErrFenced, so a lost record is never
@@ -155,6 +157,11 @@ const (
 	luaNoEpoch   = 6
 )
 
+// luaWrongTxn starts the reply {luaWrongTxn, locked transaction} of a Renew,
+// Complete or Release script told another transaction than the one the
+// record's claim locked.
+const luaWrongTxn = 7
+
 // luaLib is prepended to every script: the server clock, and RFC 3339 times
 // in UTC with milliseconds ("2006-01-02T15:04:05.000Z") so that records keep
 // the Record JSON format. The calendar arithmetic is Howard Hinnant's
@@ -218,10 +225,16 @@ local function lock_value(key, token, until_ms)
   return string.format('{"key":%s,"token":%d,"lease_until_ms":%d}', cjson.encode(key), token, until_ms)
 end
 
--- free_lock deletes the record's transaction lock if key+token still hold it.
-local function free_lock(rec, txn_prefix, key)
-  if type(rec.txn_lock) ~= 'string' or rec.txn_lock == '' then return end
-  local tk = txn_prefix .. rec.txn_lock
+-- locked_txn is the transaction a record's claim locked, '' for none.
+local function locked_txn(rec)
+  if type(rec.txn_lock) == 'string' then return rec.txn_lock end
+  return ''
+end
+
+-- free_lock deletes the transaction lock tk (nil: none) if key+token still
+-- hold it.
+local function free_lock(rec, tk, key)
+  if not tk then return end
   local l = redis.call('GET', tk)
   if not l then return end
   local lock = cjson.decode(l)
@@ -329,18 +342,20 @@ redis.call('SET', KEYS[1], cjson.encode(ep))
 return 1
 `)
 
-// renewScript: KEYS[1] record. ARGV: key, token, lease ms, ttl ms, txn prefix.
-// Returns 1, or 0 when fenced.
+// renewScript: KEYS[1] record, KEYS[2] transaction lock (only with a
+// transaction). ARGV: key, token, transaction or "", lease ms, ttl ms.
+// Returns 1, 0 when fenced, or luaWrongTxn.
 var renewScript = redis.NewScript(luaLib + `
-local key, token, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local key, token, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if ttl < lease then ttl = lease end
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 local rec = cjson.decode(raw)
 if rec.state ~= 'in_progress' or rec.token ~= token then return 0 end
+if locked_txn(rec) ~= ARGV[3] then return {` + strconv.Itoa(luaWrongTxn) + `, locked_txn(rec)} end
 local now = now_ms()
-if type(rec.txn_lock) == 'string' and rec.txn_lock ~= '' then
-  local tk = ARGV[5] .. rec.txn_lock
+local tk = KEYS[2]
+if tk then
   local l = redis.call('GET', tk)
   if l then
     local lock = cjson.decode(l)
@@ -358,20 +373,22 @@ redis.call('SET', KEYS[1], cjson.encode(rec), 'PX', ttl)
 return 1
 `)
 
-// completeScript: KEYS[1] record. ARGV: key, token, ttl ms, txn prefix,
-// outcome JSON, outcome event id. Returns 1, or 0 when fenced.
+// completeScript: KEYS[1] record, KEYS[2] transaction lock (only with a
+// transaction). ARGV: key, token, transaction or "", ttl ms, outcome JSON,
+// outcome event id. Returns 1, 0 when fenced, or luaWrongTxn.
 var completeScript = redis.NewScript(luaLib + `
-local key, token, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local key, token, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 local rec = cjson.decode(raw)
 if rec.token ~= token then return 0 end
+if locked_txn(rec) ~= ARGV[3] then return {` + strconv.Itoa(luaWrongTxn) + `, locked_txn(rec)} end
 if rec.state == 'completed' and type(rec.outcome) == 'table' and rec.outcome.event_id == ARGV[6] then
   return 1
 end
 if rec.state ~= 'in_progress' then return 0 end
 local now = now_ms()
-free_lock(rec, ARGV[4], key)
+free_lock(rec, KEYS[2], key)
 rec.state = 'completed'
 rec.holder = nil
 rec.lease_until = nil
@@ -383,16 +400,18 @@ redis.call('SET', KEYS[1], out, 'PX', ttl)
 return 1
 `)
 
-// releaseScript: KEYS[1] record. ARGV: key, token, ttl ms, txn prefix,
-// uncertain ("1" or "0"). Returns 1, or 0 when fenced.
+// releaseScript: KEYS[1] record, KEYS[2] transaction lock (only with a
+// transaction). ARGV: key, token, transaction or "", ttl ms, uncertain ("1"
+// or "0"). Returns 1, 0 when fenced, or luaWrongTxn.
 var releaseScript = redis.NewScript(luaLib + `
-local key, token, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local key, token, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 local rec = cjson.decode(raw)
 if rec.token ~= token or (rec.state ~= 'in_progress' and rec.state ~= 'released') then return 0 end
+if locked_txn(rec) ~= ARGV[3] then return {` + strconv.Itoa(luaWrongTxn) + `, locked_txn(rec)} end
 local now = now_ms()
-free_lock(rec, ARGV[4], key)
+free_lock(rec, KEYS[2], key)
 rec.state = 'released'
 rec.holder = nil
 rec.lease_until = nil
@@ -455,7 +474,7 @@ func (s *RedisStore) Claim(ctx context.Context, req ClaimRequest) (Claim, error)
 			// Not durable: a failover could forget it while we call the
 			// gateway. Give it back (best effort) and call nothing.
 			rctx, cancel := detached(ctx)
-			_ = s.Release(rctx, req.Scope, req.Key, c.Record.Token, c.Record.Uncertain)
+			_ = s.Release(rctx, req.Scope, req.Key, req.TxnLock, c.Record.Token, c.Record.Uncertain)
 			cancel()
 			return Claim{}, fmt.Errorf("%w: %d of %d within %v", ErrNotDurable, acked, s.waitReplicas, s.waitTimeout)
 		}
@@ -555,15 +574,15 @@ func (s *RedisStore) initEpoch(ctx context.Context, scope string, patient bool) 
 // missing, not in progress, or claimed by another token, and also when
 // another key has taken the transaction lock after this lease expired: the
 // holder no longer runs alone on the transaction and must stop.
-func (s *RedisStore) Renew(ctx context.Context, scope, key string, token int64, lease time.Duration) error {
+func (s *RedisStore) Renew(ctx context.Context, scope, key, txn string, token int64, lease time.Duration) error {
 	if err := s.check(scope, key); err != nil {
 		return err
 	}
 	if err := checkLease(lease); err != nil {
 		return err
 	}
-	return s.run(ctx, "renew", renewScript, scope, key,
-		token, lease.Milliseconds(), s.ttl.Milliseconds(), s.txnPrefix(scope))
+	return s.run(ctx, "renew", renewScript, scope, key, txn, token,
+		lease.Milliseconds(), s.ttl.Milliseconds())
 }
 
 // Complete stores the outcome under token and frees the transaction lock if
@@ -571,7 +590,7 @@ func (s *RedisStore) Renew(ctx context.Context, scope, key string, token int64, 
 // from now. Repeating a Complete that succeeded (its reply lost) with the same
 // token and outcome EventID returns nil; any other Complete of a completed,
 // released, missing or re-claimed record returns ErrFenced.
-func (s *RedisStore) Complete(ctx context.Context, scope, key string, token int64, out Outcome) error {
+func (s *RedisStore) Complete(ctx context.Context, scope, key, txn string, token int64, out Outcome) error {
 	if err := s.check(scope, key); err != nil {
 		return err
 	}
@@ -579,8 +598,8 @@ func (s *RedisStore) Complete(ctx context.Context, scope, key string, token int6
 	if err != nil {
 		return err
 	}
-	return s.run(ctx, "complete", completeScript, scope, key,
-		token, s.ttl.Milliseconds(), s.txnPrefix(scope), o, out.EventID)
+	return s.run(ctx, "complete", completeScript, scope, key, txn, token,
+		s.ttl.Milliseconds(), o, out.EventID)
 }
 
 // Release gives the key back under token: the record becomes released, its
@@ -588,7 +607,7 @@ func (s *RedisStore) Complete(ctx context.Context, scope, key string, token int6
 // lock is freed if this key and token still hold it. Repeating it with the
 // same token is harmless. It returns ErrFenced when the record is missing,
 // completed or claimed by another token.
-func (s *RedisStore) Release(ctx context.Context, scope, key string, token int64, uncertain bool) error {
+func (s *RedisStore) Release(ctx context.Context, scope, key, txn string, token int64, uncertain bool) error {
 	if err := s.check(scope, key); err != nil {
 		return err
 	}
@@ -596,8 +615,8 @@ func (s *RedisStore) Release(ctx context.Context, scope, key string, token int64
 	if uncertain {
 		u = "1"
 	}
-	return s.run(ctx, "release", releaseScript, scope, key,
-		token, s.ttl.Milliseconds(), s.txnPrefix(scope), u)
+	return s.run(ctx, "release", releaseScript, scope, key, txn, token,
+		s.ttl.Milliseconds(), u)
 }
 
 // Get reads the record of key, ErrNotFound if there is none.
@@ -630,18 +649,36 @@ func (s *RedisStore) check(scope, key string) error {
 	return checkScope(scope)
 }
 
-// run runs a fencing script on the record of key, in the store's
-// pipeline: 1 is success, 0 ErrFenced.
-func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, scope, key string, token int64, args ...any) error {
-	r := s.pipe.run(&scriptCall{ctx: ctx, script: script, keys: []string{s.recordKey(scope, key)}, args: append([]any{key, token}, args...)})
+// run runs a fencing script on the record of key and the lock of txn (if
+// any), in the store's pipeline: 1 is success, 0 ErrFenced, {luaWrongTxn,
+// locked} a txn that is not the claim's.
+func (s *RedisStore) run(ctx context.Context, op string, script *redis.Script, scope, key, txn string, token int64, args ...any) error {
+	keys := []string{s.recordKey(scope, key)}
+	if txn != "" {
+		keys = append(keys, s.txnPrefix(scope)+txn)
+	}
+	r := s.pipe.run(&scriptCall{ctx: ctx, script: script, keys: keys, args: append([]any{key, token, txn}, args...)})
 	n, ok := r.res.(int64)
 	switch {
 	case r.err != nil:
 		return fmt.Errorf("idempotency: redis %s: %w", op, r.err)
+	case !ok && isWrongTxn(r.res):
+		locked, _ := r.res.([]any)[1].(string)
+		return wrongTxn(txn, locked)
 	case !ok:
 		return fmt.Errorf("idempotency: redis %s: reply %T, want an integer", op, r.res)
 	case n == 0:
 		return ErrFenced
 	}
 	return nil
+}
+
+// isWrongTxn reports whether a fencing script's reply is {luaWrongTxn, locked}.
+func isWrongTxn(res any) bool {
+	a, ok := res.([]any)
+	if !ok || len(a) != 2 {
+		return false
+	}
+	code, _ := a[0].(int64)
+	return code == luaWrongTxn
 }

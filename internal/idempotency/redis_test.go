@@ -46,7 +46,13 @@ func TestRedisStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) idempotency.Store {
 		s, _ := newRedisStore(t, r, rdb, time.Hour)
 		return s
-	}, storetest.Options{Lose: func(t *testing.T, st idempotency.Store, scope, key string) {
+	}, storetest.Options{Lose: loseRedisRecord(rdb)})
+}
+
+// loseRedisRecord deletes a record and the transaction lock it names behind
+// the store's back (storetest.Options.Lose).
+func loseRedisRecord(rdb redis.UniversalClient) func(t *testing.T, st idempotency.Store, scope, key string) {
+	return func(t *testing.T, st idempotency.Store, scope, key string) {
 		t.Helper()
 		s := st.(*idempotency.RedisStore)
 		keys := []string{s.RecordKey(scope, key)}
@@ -60,7 +66,7 @@ func TestRedisStore(t *testing.T) {
 		if err := rdb.Del(t.Context(), keys...).Err(); err != nil {
 			t.Fatalf("DEL %v: %v", keys, err)
 		}
-	}})
+	}
 }
 
 // TestRedisKeys checks the key layout, the hash tags and the expiries.
@@ -115,7 +121,7 @@ func TestRedisKeys(t *testing.T) {
 
 	// Completion frees the lock and keeps the record for the TTL from now.
 	rdb.PExpire(ctx, recordKey, time.Minute)
-	if err := s.Complete(ctx, "merchant-1", "order-1", c.Record.Token, idempotency.Outcome{EventID: "e", Event: json.RawMessage(`{}`)}); err != nil {
+	if err := s.Complete(ctx, "merchant-1", "order-1", "txn-1", c.Record.Token, idempotency.Outcome{EventID: "e", Event: json.RawMessage(`{}`)}); err != nil {
 		t.Fatalf("Complete error = %v", err)
 	}
 	if got := rdb.PTTL(ctx, recordKey).Val(); got < ttl-time.Minute || got > ttl {
@@ -207,11 +213,11 @@ func TestRedisUnavailable(t *testing.T) {
 		do   func(ctx context.Context) error
 	}{
 		{"Claim", func(ctx context.Context) error { _, err := s.Claim(ctx, req); return err }},
-		{"Renew", func(ctx context.Context) error { return s.Renew(ctx, "m", "k", token, time.Minute) }},
+		{"Renew", func(ctx context.Context) error { return s.Renew(ctx, "m", "k", "t", token, time.Minute) }},
 		{"Complete", func(ctx context.Context) error {
-			return s.Complete(ctx, "m", "k", token, idempotency.Outcome{EventID: "e", Event: json.RawMessage(`{}`)})
+			return s.Complete(ctx, "m", "k", "t", token, idempotency.Outcome{EventID: "e", Event: json.RawMessage(`{}`)})
 		}},
-		{"Release", func(ctx context.Context) error { return s.Release(ctx, "m", "k", token, true) }},
+		{"Release", func(ctx context.Context) error { return s.Release(ctx, "m", "k", "t", token, true) }},
 		{"Get", func(ctx context.Context) error { _, err := s.Get(ctx, "m", "k"); return err }},
 		{"Ping", func(ctx context.Context) error { return s.Ping(ctx) }},
 	}

@@ -70,11 +70,11 @@ func TestRedisLostRecordsAreInDoubt(t *testing.T) {
 			if done.Record.Uncertain {
 				t.Fatalf("first claim of a new merchant is uncertain; want certain")
 			}
-			if err := s.Complete(ctx, "M1", "done", done.Record.Token, idempotency.Outcome{Succeeded: true, EventID: "e1", Event: json.RawMessage(`{}`)}); err != nil {
+			if err := s.Complete(ctx, "M1", "done", "txn-done", done.Record.Token, idempotency.Outcome{Succeeded: true, EventID: "e1", Event: json.RawMessage(`{}`)}); err != nil {
 				t.Fatal(err)
 			}
 			rel := claimStatus(t, s, lossRequest("M1", "released"), idempotency.Acquired)
-			if err := s.Release(ctx, "M1", "released", rel.Record.Token, false); err != nil {
+			if err := s.Release(ctx, "M1", "released", "txn-released", rel.Record.Token, false); err != nil {
 				t.Fatal(err)
 			}
 			if got := d.list(); len(got) != 0 {
@@ -106,7 +106,7 @@ func TestRedisLostRecordsAreInDoubt(t *testing.T) {
 			}
 			// The doubt is recorded on the record, so whoever takes the key
 			// over reconciles too.
-			if err := s.Release(ctx, "M1", "new", c.Record.Token, false); err != nil {
+			if err := s.Release(ctx, "M1", "new", "txn-new", c.Record.Token, false); err != nil {
 				t.Fatal(err)
 			}
 			if rec, err := s.Get(ctx, "M1", "new"); err != nil || !rec.Uncertain {

@@ -75,10 +75,10 @@ func TestRedisCoalescesConcurrentCalls(t *testing.T) {
 				return
 			}
 			tokens[i] = c.Record.Token
-			if err := s.Renew(ctx, "M1", key, c.Record.Token, time.Minute); err != nil {
+			if err := s.Renew(ctx, "M1", key, "txn-"+key, c.Record.Token, time.Minute); err != nil {
 				t.Errorf("Renew(%s) = %v", key, err)
 			}
-			if err := s.Release(ctx, "M1", key, c.Record.Token+1, false); err != idempotency.ErrFenced {
+			if err := s.Release(ctx, "M1", key, "txn-"+key, c.Record.Token+1, false); err != idempotency.ErrFenced {
 				t.Errorf("Release(%s) with another token = %v, want ErrFenced", key, err)
 			}
 		}()

@@ -607,26 +607,26 @@ func (s *storeSpy) holdRenewals() (release func()) {
 	return func() { once.Do(func() { close(ch) }) }
 }
 
-func (s *storeSpy) Renew(ctx context.Context, scope, key string, token int64, lease time.Duration) error {
+func (s *storeSpy) Renew(ctx context.Context, scope, key, txn string, token int64, lease time.Duration) error {
 	s.mu.Lock()
 	hold := s.hold
 	s.mu.Unlock()
 	if hold != nil {
 		<-hold
 	}
-	err := s.Store.Renew(ctx, scope, key, token, lease)
+	err := s.Store.Renew(ctx, scope, key, txn, token, lease)
 	s.note("renew", token, err)
 	return err
 }
 
-func (s *storeSpy) Complete(ctx context.Context, scope, key string, token int64, out idempotency.Outcome) error {
-	err := s.Store.Complete(ctx, scope, key, token, out)
+func (s *storeSpy) Complete(ctx context.Context, scope, key, txn string, token int64, out idempotency.Outcome) error {
+	err := s.Store.Complete(ctx, scope, key, txn, token, out)
 	s.note("complete", token, err)
 	return err
 }
 
-func (s *storeSpy) Release(ctx context.Context, scope, key string, token int64, uncertain bool) error {
-	err := s.Store.Release(ctx, scope, key, token, uncertain)
+func (s *storeSpy) Release(ctx context.Context, scope, key, txn string, token int64, uncertain bool) error {
+	err := s.Store.Release(ctx, scope, key, txn, token, uncertain)
 	s.note("release", token, err)
 	return err
 }

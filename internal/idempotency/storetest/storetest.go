@@ -54,6 +54,7 @@ func Run(t *testing.T, newStore func(t *testing.T) idempotency.Store, opts Optio
 		{"TxnLockSerialises", s.txnLockSerialises},
 		{"TxnLockBusyKeepsOwnRecord", s.txnLockBusyKeepsOwnRecord},
 		{"TxnLockAfterExpiry", s.txnLockAfterExpiry},
+		{"WrongTxnIsRefused", s.wrongTxnIsRefused},
 		{"LostRecordFencesOldHolder", s.lostRecordFencesOldHolder},
 		{"GetMissing", s.getMissing},
 		{"InvalidRequests", s.invalidRequests},
@@ -128,16 +129,16 @@ func wantMissing(t *testing.T, s idempotency.Store, scope, key string) {
 	}
 }
 
-func complete(t *testing.T, s idempotency.Store, scope, key string, token int64) {
+func complete(t *testing.T, s idempotency.Store, scope, key, txn string, token int64) {
 	t.Helper()
-	if err := s.Complete(t.Context(), scope, key, token, outcome("evt-"+key, `{"id":"evt"}`)); err != nil {
+	if err := s.Complete(t.Context(), scope, key, txn, token, outcome("evt-"+key, `{"id":"evt"}`)); err != nil {
 		t.Fatalf("Complete(%s/%s, token %d) error = %v", scope, key, token, err)
 	}
 }
 
-func release(t *testing.T, s idempotency.Store, scope, key string, token int64, uncertain bool) {
+func release(t *testing.T, s idempotency.Store, scope, key, txn string, token int64, uncertain bool) {
 	t.Helper()
-	if err := s.Release(t.Context(), scope, key, token, uncertain); err != nil {
+	if err := s.Release(t.Context(), scope, key, txn, token, uncertain); err != nil {
 		t.Fatalf("Release(%s/%s, token %d, %t) error = %v", scope, key, token, uncertain, err)
 	}
 }
@@ -241,9 +242,11 @@ func (s *suite) otherFingerprintConflicts(t *testing.T) {
 		setup func(t *testing.T, st idempotency.Store, token int64)
 	}{
 		{"InProgress", func(t *testing.T, st idempotency.Store, token int64) {}},
-		{"Completed", func(t *testing.T, st idempotency.Store, token int64) { complete(t, st, "merchant-1", "key-1", token) }},
+		{"Completed", func(t *testing.T, st idempotency.Store, token int64) {
+			complete(t, st, "merchant-1", "key-1", "txn-1", token)
+		}},
 		{"Released", func(t *testing.T, st idempotency.Store, token int64) {
-			release(t, st, "merchant-1", "key-1", token, false)
+			release(t, st, "merchant-1", "key-1", "txn-1", token, false)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -276,7 +279,7 @@ func (s *suite) completedReplaysOutcome(t *testing.T) {
 			st := s.newStore(t)
 			token := claimWant(t, st, with("key-1", "txn-1"), idempotency.Acquired).Record.Token
 			out := idempotency.Outcome{Succeeded: true, EventID: "evt-1", Subject: "payments.evt.capture.succeeded", Event: json.RawMessage(tc.event)}
-			if err := st.Complete(t.Context(), "merchant-1", "key-1", token, out); err != nil {
+			if err := st.Complete(t.Context(), "merchant-1", "key-1", "txn-1", token, out); err != nil {
 				t.Fatalf("Complete(token %d) error = %v", token, err)
 			}
 			r := with("key-1", "txn-1")
@@ -306,18 +309,18 @@ func (s *suite) completedReplaysOutcome(t *testing.T) {
 // op is a fencing write of a case table.
 type op struct {
 	name string
-	do   func(t *testing.T, st idempotency.Store, key string, token int64) error
+	do   func(t *testing.T, st idempotency.Store, key, txn string, token int64) error
 }
 
 var (
-	renewOp = op{"Renew", func(t *testing.T, st idempotency.Store, key string, token int64) error {
-		return st.Renew(t.Context(), "merchant-1", key, token, long)
+	renewOp = op{"Renew", func(t *testing.T, st idempotency.Store, key, txn string, token int64) error {
+		return st.Renew(t.Context(), "merchant-1", key, txn, token, long)
 	}}
-	completeOp = op{"Complete", func(t *testing.T, st idempotency.Store, key string, token int64) error {
-		return st.Complete(t.Context(), "merchant-1", key, token, outcome("evt-stale", `{"stale":true}`))
+	completeOp = op{"Complete", func(t *testing.T, st idempotency.Store, key, txn string, token int64) error {
+		return st.Complete(t.Context(), "merchant-1", key, txn, token, outcome("evt-stale", `{"stale":true}`))
 	}}
-	releaseOp = op{"Release", func(t *testing.T, st idempotency.Store, key string, token int64) error {
-		return st.Release(t.Context(), "merchant-1", key, token, false)
+	releaseOp = op{"Release", func(t *testing.T, st idempotency.Store, key, txn string, token int64) error {
+		return st.Release(t.Context(), "merchant-1", key, txn, token, false)
 	}}
 	fencingOps = []op{renewOp, completeOp, releaseOp}
 )
@@ -340,7 +343,7 @@ func (s *suite) staleTokenIsFenced(t *testing.T) {
 		{"InProgressZeroToken", claimed, func(int64) int64 { return 0 }},
 		{"Completed", func(t *testing.T, st idempotency.Store) int64 {
 			token := claimed(t, st)
-			complete(t, st, "merchant-1", "key-1", token)
+			complete(t, st, "merchant-1", "key-1", "", token)
 			return token
 		}, func(token int64) int64 { return token }},
 		{"Missing", func(t *testing.T, st idempotency.Store) int64 { return 0 },
@@ -352,7 +355,7 @@ func (s *suite) staleTokenIsFenced(t *testing.T) {
 				st := s.newStore(t)
 				token := sc.stale(sc.setup(t, st))
 				before, beforeErr := st.Get(t.Context(), "merchant-1", "key-1")
-				if err := o.do(t, st, "key-1", token); !errors.Is(err, idempotency.ErrFenced) {
+				if err := o.do(t, st, "key-1", "", token); !errors.Is(err, idempotency.ErrFenced) {
 					t.Fatalf("%s(token %d) error = %v, want ErrFenced", o.name, token, err)
 				}
 				after, afterErr := st.Get(t.Context(), "merchant-1", "key-1")
@@ -368,8 +371,8 @@ func (s *suite) staleTokenIsFenced(t *testing.T) {
 		t.Run("Released/"+o.name, func(t *testing.T) {
 			st := s.newStore(t)
 			token := claimWant(t, st, request(), idempotency.Acquired).Record.Token
-			release(t, st, "merchant-1", "key-1", token, false)
-			if err := o.do(t, st, "key-1", token); !errors.Is(err, idempotency.ErrFenced) {
+			release(t, st, "merchant-1", "key-1", "", token, false)
+			if err := o.do(t, st, "key-1", "", token); !errors.Is(err, idempotency.ErrFenced) {
 				t.Fatalf("%s(token %d) after Release error = %v, want ErrFenced", o.name, token, err)
 			}
 		})
@@ -384,7 +387,7 @@ func (s *suite) repeatedWritesAreHarmless(t *testing.T) {
 		token := claimWant(t, st, request(), idempotency.Acquired).Record.Token
 		out := outcome("evt-1", `{"id":"evt-1"}`)
 		for i := range 2 {
-			if err := st.Complete(t.Context(), "merchant-1", "key-1", token, out); err != nil {
+			if err := st.Complete(t.Context(), "merchant-1", "key-1", "", token, out); err != nil {
 				t.Fatalf("Complete #%d error = %v, want nil", i+1, err)
 			}
 		}
@@ -392,15 +395,15 @@ func (s *suite) repeatedWritesAreHarmless(t *testing.T) {
 			t.Errorf("Get.Outcome = %+v, want event evt-1", got.Outcome)
 		}
 		// Another outcome under the same token is not a repetition.
-		if err := st.Complete(t.Context(), "merchant-1", "key-1", token, outcome("evt-2", `{}`)); !errors.Is(err, idempotency.ErrFenced) {
+		if err := st.Complete(t.Context(), "merchant-1", "key-1", "", token, outcome("evt-2", `{}`)); !errors.Is(err, idempotency.ErrFenced) {
 			t.Errorf("Complete(other outcome) error = %v, want ErrFenced", err)
 		}
 	})
 	t.Run("Release", func(t *testing.T) {
 		st := s.newStore(t)
 		token := claimWant(t, st, request(), idempotency.Acquired).Record.Token
-		release(t, st, "merchant-1", "key-1", token, true)
-		release(t, st, "merchant-1", "key-1", token, false)
+		release(t, st, "merchant-1", "key-1", "", token, true)
+		release(t, st, "merchant-1", "key-1", "", token, false)
 		c := claimWant(t, st, request(), idempotency.Resumed)
 		if !c.Record.Uncertain || c.Record.Claims != 2 {
 			t.Errorf("Claim after two releases = uncertain %t, claims %d; want true, 2", c.Record.Uncertain, c.Record.Claims)
@@ -429,12 +432,12 @@ func (s *suite) expiredLeaseResumes(t *testing.T) {
 		t.Errorf("Claim after expiry: Settle = false, want true (the dead holder may still have a call in flight)")
 	}
 	for _, o := range fencingOps {
-		if err := o.do(t, st, "key-1", old); !errors.Is(err, idempotency.ErrFenced) {
+		if err := o.do(t, st, "key-1", "txn-1", old); !errors.Is(err, idempotency.ErrFenced) {
 			t.Errorf("old holder's %s(token %d) error = %v, want ErrFenced", o.name, old, err)
 		}
 	}
 	sameRecord(t, "Get after the old holder's writes", get(t, st, "merchant-1", "key-1"), rec)
-	complete(t, st, "merchant-1", "key-1", rec.Token)
+	complete(t, st, "merchant-1", "key-1", "txn-1", rec.Token)
 	claimWant(t, st, r, idempotency.Completed)
 }
 
@@ -464,7 +467,7 @@ func (s *suite) releaseResumes(t *testing.T) {
 				wantTakeoverToken(t, "Claim after expiry", rec, token)
 				token = rec.Token
 			}
-			release(t, st, "merchant-1", "key-1", token, tc.uncertain)
+			release(t, st, "merchant-1", "key-1", "txn-1", token, tc.uncertain)
 			rec := get(t, st, "merchant-1", "key-1")
 			if rec.State != idempotency.StateReleased || rec.Holder != "" || !rec.LeaseUntil.IsZero() || rec.Uncertain != tc.wantUncertain {
 				t.Errorf("Get after Release = state %q, holder %q, lease until %v, uncertain %t; want released, no holder, no lease, %t",
@@ -472,7 +475,7 @@ func (s *suite) releaseResumes(t *testing.T) {
 			}
 			// Release freed the transaction lock.
 			other := claimWant(t, st, with("key-2", "txn-1"), idempotency.Acquired)
-			complete(t, st, "merchant-1", "key-2", other.Record.Token)
+			complete(t, st, "merchant-1", "key-2", "txn-1", other.Record.Token)
 
 			r.Holder = "worker-b"
 			c := claimWant(t, st, r, idempotency.Resumed)
@@ -496,7 +499,7 @@ func (s *suite) renewKeepsLease(t *testing.T) {
 	deadline := time.Now().Add(3 * s.lease)
 	for time.Now().Before(deadline) {
 		time.Sleep(s.lease / 5)
-		if err := st.Renew(t.Context(), "merchant-1", "key-1", first.Token, s.lease); err != nil {
+		if err := st.Renew(t.Context(), "merchant-1", "key-1", "txn-1", first.Token, s.lease); err != nil {
 			t.Fatalf("Renew(token %d) error = %v", first.Token, err)
 		}
 	}
@@ -536,7 +539,7 @@ func (s *suite) scopesAreIndependent(t *testing.T) {
 			break
 		}
 	}
-	if err := st.Complete(t.Context(), "merchant-1", key, tokens[0], outcome("evt-1", `{}`)); err != nil {
+	if err := st.Complete(t.Context(), "merchant-1", key, txn, tokens[0], outcome("evt-1", `{}`)); err != nil {
 		t.Fatalf("Complete(merchant-1) error = %v", err)
 	}
 	if got := get(t, st, "merchant.2 x/y", key); got.State != idempotency.StateInProgress || got.Fingerprint != "fp-1" {
@@ -552,10 +555,10 @@ func (s *suite) txnLockSerialises(t *testing.T) {
 		free  func(t *testing.T, st idempotency.Store, token int64)
 	}{
 		{"FreedByComplete", long, func(t *testing.T, st idempotency.Store, token int64) {
-			complete(t, st, "merchant-1", "key-a", token)
+			complete(t, st, "merchant-1", "key-a", "txn-1", token)
 		}},
 		{"FreedByRelease", long, func(t *testing.T, st idempotency.Store, token int64) {
-			release(t, st, "merchant-1", "key-a", token, true)
+			release(t, st, "merchant-1", "key-a", "txn-1", token, true)
 		}},
 		{"FreedByExpiry", s.lease, func(t *testing.T, st idempotency.Store, token int64) { s.outlive() }},
 	} {
@@ -588,7 +591,7 @@ func (s *suite) txnLockBusyKeepsOwnRecord(t *testing.T) {
 	st := s.newStore(t)
 	b := with("key-b", "txn-1")
 	token := claimWant(t, st, b, idempotency.Acquired).Record.Token
-	release(t, st, "merchant-1", "key-b", token, true)
+	release(t, st, "merchant-1", "key-b", "txn-1", token, true)
 	released := get(t, st, "merchant-1", "key-b")
 
 	claimWant(t, st, with("key-a", "txn-1"), idempotency.Acquired)
@@ -609,12 +612,12 @@ func (s *suite) txnLockAfterExpiry(t *testing.T) {
 	s.outlive()
 	tokenB := claimWant(t, st, with("key-b", "txn-1"), idempotency.Acquired).Record.Token
 
-	if err := st.Renew(t.Context(), "merchant-1", "key-a", tokenA, long); !errors.Is(err, idempotency.ErrFenced) {
+	if err := st.Renew(t.Context(), "merchant-1", "key-a", "txn-1", tokenA, long); !errors.Is(err, idempotency.ErrFenced) {
 		t.Errorf("Renew(key-a) after key-b took the transaction error = %v, want ErrFenced", err)
 	}
-	complete(t, st, "merchant-1", "key-a", tokenA)
+	complete(t, st, "merchant-1", "key-a", "txn-1", tokenA)
 	claimWant(t, st, with("key-c", "txn-1"), idempotency.Busy)
-	complete(t, st, "merchant-1", "key-b", tokenB)
+	complete(t, st, "merchant-1", "key-b", "txn-1", tokenB)
 	claimWant(t, st, with("key-c", "txn-1"), idempotency.Acquired)
 
 	// A key whose own lease ended takes its transaction back when resumed.
@@ -655,7 +658,7 @@ func (s *suite) lostRecordFencesOldHolder(t *testing.T) {
 			b.Token, b.Claims, b.Holder, b.CommandID, a.Token)
 	}
 	for _, o := range fencingOps {
-		if err := o.do(t, st, r.Key, a.Token); !errors.Is(err, idempotency.ErrFenced) {
+		if err := o.do(t, st, r.Key, r.TxnLock, a.Token); !errors.Is(err, idempotency.ErrFenced) {
 			t.Errorf("old holder's %s(token %d) on the new claim (token %d) error = %v, want ErrFenced", o.name, a.Token, b.Token, err)
 		}
 	}
@@ -663,11 +666,47 @@ func (s *suite) lostRecordFencesOldHolder(t *testing.T) {
 	// The old holder's Release did not free the new holder's transaction lock.
 	claimWant(t, st, with("key-2", "txn-1"), idempotency.Busy)
 
-	complete(t, st, r.Scope, r.Key, b.Token)
+	complete(t, st, r.Scope, r.Key, r.TxnLock, b.Token)
 	if c := claimWant(t, st, r, idempotency.Completed); c.Record.Token != b.Token || c.Record.Outcome == nil || c.Record.Outcome.EventID != "evt-key-1" {
 		t.Errorf("Claim after the new holder's Complete = token %d, outcome %+v; want token %d, event evt-key-1", c.Record.Token, c.Record.Outcome, b.Token)
 	}
 	claimWant(t, st, with("key-2", "txn-1"), idempotency.Acquired)
+}
+
+// wrongTxnIsRefused: Renew, Complete and Release name the transaction their
+// claim locked; naming another (or none, or one when the claim locked none)
+// is a caller's bug, refused with an error that is not ErrFenced and that
+// changes nothing. The right transaction still works afterwards.
+func (s *suite) wrongTxnIsRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		locked, named string
+	}{
+		{"OtherTxn", "txn-1", "txn-2"},
+		{"NoTxnNamed", "txn-1", ""},
+		{"TxnNamedNoneLocked", "", "txn-1"},
+	} {
+		for _, o := range fencingOps {
+			t.Run(tc.name+"/"+o.name, func(t *testing.T) {
+				st := s.newStore(t)
+				r := with("key-1", tc.locked)
+				token := claimWant(t, st, r, idempotency.Acquired).Record.Token
+				before := get(t, st, r.Scope, r.Key)
+				err := o.do(t, st, r.Key, tc.named, token)
+				if err == nil || errors.Is(err, idempotency.ErrFenced) {
+					t.Fatalf("%s(txn %q) of a claim that locked %q error = %v, want an error other than ErrFenced", o.name, tc.named, tc.locked, err)
+				}
+				sameRecord(t, "Get after "+o.name+" with the wrong txn", get(t, st, r.Scope, r.Key), before)
+				if tc.locked != "" {
+					// The lock is still held by key-1.
+					claimWant(t, st, with("key-2", tc.locked), idempotency.Busy)
+				}
+				if err := o.do(t, st, r.Key, tc.locked, token); err != nil {
+					t.Errorf("%s(txn %q) after the refusal error = %v, want nil", o.name, tc.locked, err)
+				}
+			})
+		}
+	}
 }
 
 func (s *suite) getMissing(t *testing.T) {
@@ -783,7 +822,7 @@ func (s *suite) concurrentClaimsOneTxn(t *testing.T) {
 				}
 				time.Sleep(time.Millisecond)
 				inFlight.Add(-1)
-				if err := st.Complete(t.Context(), r.Scope, r.Key, c.Record.Token, outcome("evt", `{}`)); err != nil {
+				if err := st.Complete(t.Context(), r.Scope, r.Key, r.TxnLock, c.Record.Token, outcome("evt", `{}`)); err != nil {
 					errs <- err
 					return
 				}
