@@ -1,6 +1,7 @@
 package idempotency
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -22,8 +23,15 @@ type KVOptions struct {
 	// Replicas is the bucket's replica count in a cluster; 0 means 1.
 	Replicas int
 	// Now is the clock leases are measured by; nil means time.Now. Workers
-	// sharing a bucket must have clocks that agree to well within a lease.
+	// sharing a bucket must have clocks that agree to well within a lease
+	// (docs/design.md says why a lesser skew is safe).
 	Now func() time.Time
+	// RequestTimeout bounds each JetStream request (default 2s), and
+	// RetryFor how long one call sends a request again while the bucket
+	// cannot answer (default 15s, about a leader election; never past the
+	// caller's context).
+	RequestTimeout time.Duration
+	RetryFor       time.Duration
 }
 
 // kvAttempts bounds the read-decide-write rounds of one call that lose a
@@ -59,13 +67,18 @@ var errContention = errors.New("idempotency: kv: too many concurrent writers")
 // lease of waiting, never a second operation in flight.
 //
 // Lease times come from KVOptions.Now, the calling worker's clock.
+//
+// Every request has its own timeout and is sent again while the bucket
+// cannot answer, as during a leader election in a cluster (retryingKV says
+// why sending a compare-and-set again is safe).
 type KVStore struct {
-	kv  jetstream.KeyValue
+	kv  *retryingKV
 	now func() time.Time
 }
 
-// NewKV creates the bucket, or updates its configuration, and returns a store
-// on it.
+// NewKV creates the bucket if it is missing and returns a store on it. A
+// bucket that exists keeps its configuration, except that its replicas are
+// raised to opts.Replicas (never lowered) and its TTL set to opts.TTL.
 func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KVStore, error) {
 	if opts.TTL <= 0 {
 		return nil, fmt.Errorf("%w: KVOptions.TTL must be positive", errInvalid)
@@ -79,7 +92,7 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KVStor
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := openBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      opts.Bucket,
 		Description: "payworker idempotency records and transaction locks",
 		History:     1,
@@ -90,7 +103,7 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KVStor
 	if err != nil {
 		return nil, fmt.Errorf("idempotency: kv bucket %s: %w", opts.Bucket, err)
 	}
-	return &KVStore{kv: kv, now: opts.Now}, nil
+	return &KVStore{kv: newRetryingKV(kv, opts.RequestTimeout, opts.RetryFor), now: opts.Now}, nil
 }
 
 var b64 = base64.RawURLEncoding
@@ -147,6 +160,17 @@ func (s *KVStore) undo(ctx context.Context, key string, was entry, rev uint64) e
 	}
 	_, err := s.kv.Update(ctx, key, was.value, rev)
 	return err
+}
+
+// landed reports whether key holds exactly value: a write of it whose
+// answer was lost was applied. Values are unique to one write (they carry
+// the writer's token, holder and time). A read that fails or lags behind
+// (a follower) says no, and the caller takes the slow, safe path.
+func (s *KVStore) landed(ctx context.Context, key string, value []byte) bool {
+	ctx, cancel := detached(ctx)
+	defer cancel()
+	e, err := s.read(ctx, key)
+	return err == nil && e.present && bytes.Equal(e.value, value)
 }
 
 // cleanupTimeout bounds the clean-up writes that run after the caller's
@@ -294,6 +318,12 @@ func (s *KVStore) claimOnce(ctx context.Context, req ClaimRequest) (Claim, error
 	v, err := marshalRecord(next)
 	if err == nil {
 		_, err = s.write(ctx, rk, re, v)
+		if err != nil && s.landed(ctx, rk, v) {
+			// Applied, its answer lost (a leader change): a retry of it
+			// then fails as a lost race. The key is ours, and so is the
+			// lock, written before it.
+			err = nil
+		}
 	}
 	if err != nil {
 		if tk != "" {

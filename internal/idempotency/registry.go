@@ -1,9 +1,9 @@
 package idempotency
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -25,11 +25,12 @@ type ScopeRegistry interface {
 // quorum of servers in a cluster), so it does not lose what Redis can.
 // One entry per merchant, written once; nothing on the hot path.
 type KVScopeRegistry struct {
-	kv jetstream.KeyValue
+	kv *retryingKV
 }
 
 // NewKVScopeRegistry creates the bucket (if missing) and returns a registry
 // on it. An empty bucket name means "payworker_scopes"; replicas 0 means 1.
+// A bucket with fewer replicas is raised to replicas, never lowered.
 func NewKVScopeRegistry(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*KVScopeRegistry, error) {
 	if bucket == "" {
 		bucket = "payworker_scopes"
@@ -37,30 +38,26 @@ func NewKVScopeRegistry(ctx context.Context, js jetstream.JetStream, bucket stri
 	if replicas == 0 {
 		replicas = 1
 	}
-	kv, err := js.KeyValue(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      bucket,
-			Description: "payworker: merchants the Redis idempotency store has held records for",
-			History:     1,
-			Storage:     jetstream.FileStorage,
-			Replicas:    replicas,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, bucket)
-		}
-	}
+	kv, err := openBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "payworker: merchants the Redis idempotency store has held records for",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("idempotency: scope registry bucket %s: %w", bucket, err)
 	}
-	return &KVScopeRegistry{kv: kv}, nil
+	return &KVScopeRegistry{kv: newRetryingKV(kv, 0, 0)}, nil
 }
 
 type scopeEntry struct {
 	FirstSeen time.Time `json:"first_seen"`
 }
 
-// Register creates the scope's entry unless it exists.
+// Register creates the scope's entry unless it exists. An entry found
+// holding exactly what this call wrote is this call's own (its first
+// attempt was stored, its answer lost): the scope was new.
 func (r *KVScopeRegistry) Register(ctx context.Context, scope string) (bool, error) {
 	key := "s." + b64.EncodeToString([]byte(scope))
 	v, _ := json.Marshal(scopeEntry{FirstSeen: time.Now().UTC()})
@@ -69,7 +66,8 @@ func (r *KVScopeRegistry) Register(ctx context.Context, scope string) (bool, err
 	case err == nil:
 		return false, nil
 	case isRace(err):
-		return true, nil
+		e, gerr := r.kv.Get(ctx, key)
+		return gerr != nil || !bytes.Equal(e.Value(), v), nil
 	}
 	return false, fmt.Errorf("idempotency: register scope: %w", err)
 }

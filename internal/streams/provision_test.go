@@ -111,10 +111,12 @@ func TestProvisionCommandSubjects(t *testing.T) {
 	}
 }
 
-// TestProvisionUpdatesExistingStreams checks that a deployment provisioned
-// before the bounds (wildcard commands subject, unbounded DLQ) is updated in
-// place and keeps what it holds.
-func TestProvisionUpdatesExistingStreams(t *testing.T) {
+// TestEnsureKeepsOperatorLimits checks a deployment provisioned before the
+// bounds (wildcard commands subject, unbounded streams): Ensure sets the
+// subjects, keeps the limits and reports each one, and keeps what the
+// streams hold; with SetLimits it sets the limits too; a third run changes
+// nothing.
+func TestEnsureKeepsOperatorLimits(t *testing.T) {
 	ctx := context.Background()
 	_, js := testenv.StartNATS(t).Connect(t)
 	c := streams.Default()
@@ -135,15 +137,43 @@ func TestProvisionUpdatesExistingStreams(t *testing.T) {
 		}
 	}
 
-	if err := streams.Provision(ctx, js, c); err != nil {
-		t.Fatalf("Provision() over the old streams error = %v", err)
+	rep, err := streams.Ensure(ctx, js, c, streams.EnsureOptions{})
+	if err != nil {
+		t.Fatalf("Ensure() over the old streams error = %v", err)
+	}
+	if got, want := drifts(rep.Updated), []string{"PAYMENT_COMMANDS subjects: payments.cmd.>, configured payments.cmd.capture,payments.cmd.void"}; !slices.Equal(got, want) {
+		t.Errorf("Ensure().Updated = %q, want %q", got, want)
+	}
+	wantDrift := []string{
+		"PAYMENT_EVENTS max_age: unlimited, configured 720h0m0s",
+		"PAYMENT_EVENTS max_bytes: unlimited, configured 10737418240",
+		"PAYMENT_DLQ max_age: unlimited, configured 720h0m0s",
+		"PAYMENT_DLQ max_bytes: unlimited, configured 1073741824",
+		"PAYMENT_DLQ discard: DiscardOld, configured DiscardNew",
+	}
+	if got := drifts(rep.Drift); !slices.Equal(got, wantDrift) {
+		t.Errorf("Ensure().Drift =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantDrift, "\n"))
+	}
+	for i, want := range old {
+		got := streamConfig(t, js, want.Name)
+		if i == 0 {
+			want.Subjects = c.CommandSubjects()
+		}
+		if !slices.Equal(got.Subjects, want.Subjects) || got.MaxAge != want.MaxAge || got.MaxBytes != want.MaxBytes || got.Discard != want.Discard {
+			t.Errorf("stream %s = subjects %q, max age %v, max bytes %d, discard %v; want %q, %v, %d, %v (limits kept)",
+				want.Name, got.Subjects, got.MaxAge, got.MaxBytes, got.Discard, want.Subjects, want.MaxAge, want.MaxBytes, want.Discard)
+		}
+	}
+
+	rep, err = streams.Ensure(ctx, js, c, streams.EnsureOptions{SetLimits: true})
+	if err != nil {
+		t.Fatalf("Ensure(SetLimits) error = %v", err)
+	}
+	if len(rep.Updated) != len(wantDrift) || len(rep.Drift) != 0 {
+		t.Errorf("Ensure(SetLimits) = updated %q, drift %q; want the %d limits updated, no drift", drifts(rep.Updated), drifts(rep.Drift), len(wantDrift))
 	}
 	for _, want := range c.StreamConfigs() {
-		s, err := js.Stream(ctx, want.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := s.CachedInfo().Config
+		got := streamConfig(t, js, want.Name)
 		if want.MaxBytes == 0 {
 			want.MaxBytes = -1 // the server's spelling of no limit
 		}
@@ -160,9 +190,44 @@ func TestProvisionUpdatesExistingStreams(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := s.CachedInfo().State.Msgs; got != want {
-			t.Errorf("stream %s holds %d messages after the update, want %d", name, got, want)
+			t.Errorf("stream %s holds %d messages after the updates, want %d", name, got, want)
 		}
 	}
+	if rep, err := streams.Ensure(ctx, js, c, streams.EnsureOptions{}); err != nil || len(rep.Created)+len(rep.Updated)+len(rep.Drift) != 0 {
+		t.Errorf("Ensure() once more = %+v, %v; want nothing to do", rep, err)
+	}
+}
+
+// TestEnsureReplicasOnOneServer checks that more than one replica on a
+// server that is not clustered fails with an error PlacementRefused knows.
+func TestEnsureReplicasOnOneServer(t *testing.T) {
+	_, js := testenv.StartNATS(t).Connect(t)
+	c := streams.Default()
+	c.Replicas = 3
+	_, err := streams.Ensure(context.Background(), js, c, streams.EnsureOptions{})
+	if !streams.PlacementRefused(err) {
+		t.Fatalf("Ensure(3 replicas, one server) error = %v, want one PlacementRefused recognises", err)
+	}
+	if want := "provision stream PAYMENT_COMMANDS: JetStream cannot place 3 replicas of it"; !strings.Contains(err.Error(), want) {
+		t.Errorf("Ensure() error = %q, want it to contain %q", err, want)
+	}
+}
+
+func drifts(ds []streams.Drift) []string {
+	var out []string
+	for _, d := range ds {
+		out = append(out, d.String())
+	}
+	return out
+}
+
+func streamConfig(t *testing.T, js jetstream.JetStream, name string) jetstream.StreamConfig {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatalf("stream %s: %v", name, err)
+	}
+	return s.CachedInfo().Config
 }
 
 // TestDLQFullRefusesNewEntries checks DiscardNew: a full DLQ refuses a new

@@ -1,0 +1,162 @@
+package idempotency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults of KVOptions.RequestTimeout and KVOptions.RetryFor.
+const (
+	defaultKVRequestTimeout = 2 * time.Second
+	defaultKVRetryFor       = 15 * time.Second
+)
+
+// errCodeClusterNotAvail is JetStream's "JetStream system temporarily
+// unavailable": a group without a leader (an election) answering.
+const errCodeClusterNotAvail jetstream.ErrorCode = 10008
+
+// retryingKV is a key-value bucket whose every request has its own short
+// timeout and is sent again while the bucket cannot answer (a leader
+// election in a cluster: requests time out or meet no responders), so that
+// a leader change costs a request about the election time, not the caller's
+// whole deadline.
+//
+// Sending a write again is safe because every write of the stores is a
+// compare-and-set: Create (only if absent) and Update at the revision read
+// carry the same value and the same expected revision on each attempt, so
+// the stream applies at most one of them, and an attempt whose first try
+// was applied with its answer lost fails as a lost race (the key is no
+// longer at that revision). The caller then reads again and decides again,
+// as after any lost race, and may find its own write there (see
+// KVStore.claimOnce and KVScopeRegistry.Register).
+//
+// Reads may be served by a follower (the buckets allow direct gets), so a
+// read can be a little behind the leader. No decision rests on a read alone
+// being current: every write that follows from one is checked by the leader
+// against the revision read.
+type retryingKV struct {
+	jetstream.KeyValue
+	timeout  time.Duration // of one request
+	retryFor time.Duration // how long a call keeps sending again
+}
+
+func newRetryingKV(kv jetstream.KeyValue, timeout, retryFor time.Duration) *retryingKV {
+	if timeout <= 0 {
+		timeout = defaultKVRequestTimeout
+	}
+	if retryFor <= 0 {
+		retryFor = defaultKVRetryFor
+	}
+	return &retryingKV{KeyValue: kv, timeout: timeout, retryFor: retryFor}
+}
+
+// do runs request with its own timeout, again after a transient failure,
+// until it succeeds, fails otherwise, ctx ends or retryFor has passed.
+func (r *retryingKV) do(ctx context.Context, request func(ctx context.Context) error) error {
+	deadline := time.Now().Add(r.retryFor)
+	delay := 25 * time.Millisecond
+	for {
+		rctx, cancel := context.WithTimeout(ctx, r.timeout)
+		err := request(rctx)
+		cancel()
+		if err == nil || !transient(err) || ctx.Err() != nil || !time.Now().Before(deadline) {
+			return err
+		}
+		// Half the delay, plus up to as much again at random: callers that
+		// failed together do not retry together.
+		d := delay/2 + rand.N(delay/2+1)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (after %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// transient reports whether err may be gone on the next try: a request that
+// timed out or met no responders (the server it went to died, or the group
+// it needs has no leader), or JetStream saying it is briefly unavailable.
+func transient(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeClusterNotAvail || apiErr.Code == http.StatusServiceUnavailable)
+}
+
+// Get reads key as jetstream.KeyValue.Get does, retrying transient failures.
+func (r *retryingKV) Get(ctx context.Context, key string) (e jetstream.KeyValueEntry, err error) {
+	err = r.do(ctx, func(ctx context.Context) error { e, err = r.KeyValue.Get(ctx, key); return err })
+	return e, err
+}
+
+// Create writes key if it is absent, retrying transient failures.
+func (r *retryingKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (rev uint64, err error) {
+	err = r.do(ctx, func(ctx context.Context) error { rev, err = r.KeyValue.Create(ctx, key, value, opts...); return err })
+	return rev, err
+}
+
+// Update writes key if it is at revision last, retrying transient failures.
+func (r *retryingKV) Update(ctx context.Context, key string, value []byte, last uint64) (rev uint64, err error) {
+	err = r.do(ctx, func(ctx context.Context) error { rev, err = r.KeyValue.Update(ctx, key, value, last); return err })
+	return rev, err
+}
+
+// Delete deletes key (at the revision an option names), retrying transient
+// failures.
+func (r *retryingKV) Delete(ctx context.Context, key string, opts ...jetstream.KVDeleteOpt) error {
+	return r.do(ctx, func(ctx context.Context) error { return r.KeyValue.Delete(ctx, key, opts...) })
+}
+
+// openBucket binds the bucket cfg names, or creates it with cfg when it is
+// missing. A bucket that exists is brought towards cfg without taking
+// anything away: its replicas are raised to cfg.Replicas, never lowered, and
+// its TTL is set to cfg.TTL when cfg has one (the idempotency bucket's TTL
+// is IDEMPOTENCY_TTL). Everything else is left as it is.
+func openBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		if !errors.Is(err, jetstream.ErrBucketExists) {
+			return kv, err
+		}
+		// Another worker created it a moment ago.
+		kv, err = js.KeyValue(ctx, cfg.Bucket)
+	}
+	if err != nil {
+		return nil, err
+	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return kv, nil
+	}
+	sc := bs.StreamInfo().Config
+	changed := false
+	if sc.Replicas < cfg.Replicas {
+		sc.Replicas, changed = cfg.Replicas, true
+	}
+	if cfg.TTL > 0 && sc.MaxAge != cfg.TTL {
+		sc.MaxAge, changed = cfg.TTL, true
+	}
+	if changed {
+		if _, err := js.UpdateStream(ctx, sc); err != nil {
+			return nil, err
+		}
+	}
+	return kv, nil
+}
