@@ -17,6 +17,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/payworker/payworker/internal/streams"
 )
 
@@ -24,6 +26,13 @@ import (
 const (
 	GatewayPaymentOptions = "paymentoptions"
 	GatewaySIBS           = "sibs"
+)
+
+// Redis modes accepted by REDIS_MODE.
+const (
+	RedisStandalone = "standalone"
+	RedisSentinel   = "sentinel"
+	RedisCluster    = "cluster"
 )
 
 // Config is the worker's configuration, parsed once by parseConfig from flags
@@ -44,6 +53,11 @@ type Config struct {
 	// RedisURL is REDIS_URL (schemes redis, rediss, unix). Nil keeps
 	// idempotency keys in a JetStream key-value bucket (see KVStore).
 	RedisURL *url.URL
+	// RedisMode is REDIS_MODE, how RedisURL is read: RedisStandalone (one
+	// server, redis.ParseURL), RedisSentinel (the sentinels of a master,
+	// redis.ParseFailoverURL) or RedisCluster (nodes of a Redis Cluster,
+	// redis.ParseClusterURL). RedisURL parses in that mode.
+	RedisMode string
 
 	// PaymentOptionsBaseURL is PAYMENTOPTIONS_BASE_URL. Nil starts the sandbox
 	// gateway in-process (see Sandbox).
@@ -163,7 +177,8 @@ func (c Config) LogValue() slog.Value {
 		slog.String("nats_creds", c.NATSCreds),
 		slog.String("embedded_nats_addr", c.EmbeddedNATSAddr),
 		slog.String("data_dir", c.DataDir),
-		slog.String("redis_url", redactURL(c.RedisURL)),
+		slog.String("redis_url", redactRedisURL(c.RedisURL)),
+		slog.String("redis_mode", c.RedisMode),
 		slog.String("paymentoptions_base_url", redactURL(c.PaymentOptionsBaseURL)),
 		slog.Any("paymentoptions_api_key", c.PaymentOptionsAPIKey),
 		slog.Any("paymentoptions_x_api_key", c.PaymentOptionsXAPIKey),
@@ -355,6 +370,11 @@ func settings() []setting {
 			}},
 		{name: "REDIS_URL", def: "", desc: "Redis for idempotency keys (redis://, rediss://, unix://); empty uses a JetStream key-value bucket",
 			set: func(c *Config, v string) (err error) { c.RedisURL, err = redisURL(v); return err }},
+		{name: "REDIS_MODE", def: RedisStandalone, desc: "how REDIS_URL is read: standalone (one server), sentinel (go-redis failover URL: redis://s1:26379?master_name=M&addr=s2:26379) or cluster (redis://n1:6379?addr=n2:6379)",
+			set: func(c *Config, v string) (err error) {
+				c.RedisMode, err = oneOf(v, RedisStandalone, RedisSentinel, RedisCluster)
+				return err
+			}},
 		{name: "PAYMENTOPTIONS_BASE_URL", def: "", desc: "PaymentOptions API base URL; empty starts the sandbox gateway in-process",
 			set: func(c *Config, v string) (err error) { c.PaymentOptionsBaseURL, err = gatewayURL(v); return err }},
 		{name: "PAYMENTOPTIONS_API_KEY", secret: true, desc: "PaymentOptions API key; required with PAYMENTOPTIONS_BASE_URL",
@@ -562,6 +582,14 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	if valid("DLQ_MAX_AGE", "IDEMPOTENCY_TTL") && c.Streams.DLQMaxAge <= c.IdempotencyTTL {
 		fail("DLQ_MAX_AGE", fmt.Errorf("%s is not longer than IDEMPOTENCY_TTL %s; dead letters must outlive their keys so that an uncertain one can still be replayed and reconciled",
 			raw["DLQ_MAX_AGE"], c.IdempotencyTTL))
+	}
+	if valid("REDIS_URL", "REDIS_MODE") {
+		if err := checkRedisMode(c.RedisMode, c.RedisURL); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if valid("REDIS_MODE", "REDIS_WAIT_REPLICAS") && c.RedisMode == RedisCluster && c.RedisWaitReplicas > 0 {
+		fail("REDIS_WAIT_REPLICAS", errors.New("must be 0 with REDIS_MODE=cluster: WAIT counts the replicas of one connection's server, and a cluster client spreads claims over the masters (set min-replicas-to-write on the masters instead)"))
 	}
 	if valid("RETRY_MAX_INTERVAL", "RETRY_INITIAL_INTERVAL") && c.RetryMaxInterval < c.RetryInitialInterval {
 		fail("RETRY_MAX_INTERVAL", fmt.Errorf("%s is shorter than RETRY_INITIAL_INTERVAL %s",
@@ -863,6 +891,78 @@ func redisURL(v string) (*url.URL, error) {
 		return nil, fmt.Errorf("parse %q: missing host", u.Redacted())
 	}
 	return u, nil
+}
+
+// checkRedisMode checks that REDIS_URL is a URL of REDIS_MODE, by parsing it
+// as run will (redis.ParseURL, ParseFailoverURL or ParseClusterURL), and that
+// it sends every command to a master: the idempotency store must never read
+// a replica's stale record. It returns a *VarError or nil.
+func checkRedisMode(mode string, u *url.URL) error {
+	bad := func(name, format string, a ...any) error {
+		return &VarError{Var: name, Err: fmt.Errorf(format, a...)}
+	}
+	if u == nil {
+		if mode != RedisStandalone {
+			return bad("REDIS_MODE", "%s needs REDIS_URL (without it, idempotency keys live in a JetStream key-value bucket)", mode)
+		}
+		return nil
+	}
+	q := u.Query()
+	switch mode {
+	case RedisStandalone:
+		switch {
+		case q.Has("master_name"):
+			return bad("REDIS_MODE", "standalone, but REDIS_URL names a Sentinel master (master_name=): set REDIS_MODE=sentinel")
+		case q.Has("addr"):
+			return bad("REDIS_MODE", "standalone, but REDIS_URL lists more servers (addr=): set REDIS_MODE=sentinel or cluster")
+		}
+		if _, err := redis.ParseURL(u.String()); err != nil {
+			return bad("REDIS_URL", "%w", err)
+		}
+	case RedisSentinel:
+		if u.Scheme == "unix" {
+			return bad("REDIS_URL", "REDIS_MODE=sentinel needs redis:// or rediss:// (the sentinels' addresses), not unix://")
+		}
+		o, err := redis.ParseFailoverURL(u.String())
+		switch {
+		case err != nil:
+			return bad("REDIS_URL", "%w", err)
+		case o.MasterName == "":
+			return bad("REDIS_URL", "REDIS_MODE=sentinel needs master_name=<the name the sentinels monitor> in the URL")
+		case o.RouteByLatency || o.RouteRandomly || o.ReplicaOnly:
+			return bad("REDIS_URL", "route_by_latency, route_randomly and replica_only send commands to replicas; the idempotency store must use the master")
+		}
+	case RedisCluster:
+		if q.Has("master_name") {
+			return bad("REDIS_MODE", "cluster, but REDIS_URL names a Sentinel master (master_name=): set REDIS_MODE=sentinel")
+		}
+		if u.Scheme == "unix" {
+			return bad("REDIS_URL", "REDIS_MODE=cluster needs redis:// or rediss:// (the nodes' addresses), not unix://")
+		}
+		o, err := redis.ParseClusterURL(u.String())
+		switch {
+		case err != nil:
+			return bad("REDIS_URL", "%w", err)
+		case o.ReadOnly || o.RouteByLatency || o.RouteRandomly:
+			return bad("REDIS_URL", "read_only, route_by_latency and route_randomly send reads to replicas; the idempotency store must use the masters")
+		}
+	}
+	return nil
+}
+
+// redactRedisURL is u with its passwords masked, in the userinfo and in the
+// password= parameter (a failover URL's master password), or "" for nil.
+func redactRedisURL(u *url.URL) string {
+	if u == nil {
+		return ""
+	}
+	r := *u
+	q := r.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		r.RawQuery = q.Encode()
+	}
+	return r.Redacted()
 }
 
 // gatewayURL parses a gateway URL: https, or http for a loopback host.

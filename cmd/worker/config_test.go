@@ -82,6 +82,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"EmbeddedNATSAddr", c.EmbeddedNATSAddr, "127.0.0.1:4333"},
 		{"DataDir", c.DataDir, "./payworker-data"},
 		{"KVStore()", c.KVStore(), true},
+		{"RedisMode", c.RedisMode, "standalone"},
 		{"Sandbox()", c.Sandbox(), true},
 		{"SIBSConfigured()", c.SIBSConfigured(), false},
 		{"DefaultGateway", c.DefaultGateway, "paymentoptions"},
@@ -165,7 +166,30 @@ func TestParseConfigValid(t *testing.T) {
 				t.Errorf("KVStore() = %v, RedisURL.Host = %q, want false, redis:6380", c.KVStore(), c.RedisURL.Host)
 			}
 		}},
-		{"redis unix", env{"REDIS_URL": "unix:///run/redis.sock"}, nil},
+		{"redis unix", env{"REDIS_URL": "unix:///run/redis.sock"}, func(t *testing.T, c Config) {
+			if c.RedisMode != RedisStandalone {
+				t.Errorf("RedisMode = %q, want %q (the default)", c.RedisMode, RedisStandalone)
+			}
+		}},
+		{"redis standalone explicit", env{"REDIS_URL": "redis://redis:6379/0?dial_timeout=3s", "REDIS_MODE": "Standalone", "REDIS_WAIT_REPLICAS": "1"}, func(t *testing.T, c Config) {
+			if c.RedisMode != RedisStandalone || c.RedisWaitReplicas != 1 {
+				t.Errorf("RedisMode, RedisWaitReplicas = %q, %d; want standalone, 1", c.RedisMode, c.RedisWaitReplicas)
+			}
+		}},
+		{"redis sentinel", env{"REDIS_MODE": "sentinel", "REDIS_WAIT_REPLICAS": "1",
+			"REDIS_URL": "redis://s1:26379?master_name=mymaster&addr=s2:26379&addr=s3:26379"}, func(t *testing.T, c Config) {
+			if c.RedisMode != RedisSentinel || c.RedisURL.Host != "s1:26379" {
+				t.Errorf("RedisMode, RedisURL.Host = %q, %q; want sentinel, s1:26379", c.RedisMode, c.RedisURL.Host)
+			}
+		}},
+		{"redis sentinel tls with passwords", env{"REDIS_MODE": "sentinel",
+			"REDIS_URL": "rediss://:sentinel-pw@s1:26379/2?master_name=m&password=master-pw&dial_timeout=500ms"}, nil},
+		{"redis cluster", env{"REDIS_MODE": "cluster", "REDIS_URL": "redis://n1:6379?addr=n2:6379&addr=n3:6379"}, func(t *testing.T, c Config) {
+			if c.RedisMode != RedisCluster || c.RedisWaitReplicas != 0 {
+				t.Errorf("RedisMode, RedisWaitReplicas = %q, %d; want cluster, 0", c.RedisMode, c.RedisWaitReplicas)
+			}
+		}},
+		{"redis cluster one seed", env{"REDIS_MODE": "CLUSTER", "REDIS_URL": "rediss://user:pw@n1:6379?pool_size=50"}, nil},
 		{"http off", env{"HTTP_ADDR": "off"}, func(t *testing.T, c Config) {
 			if c.HTTPAddr != "" {
 				t.Errorf("HTTPAddr = %q, want empty", c.HTTPAddr)
@@ -218,6 +242,31 @@ func TestParseConfigErrors(t *testing.T) {
 		{"redis wrong scheme", env{"REDIS_URL": "http://x"}, `REDIS_URL: scheme "http" is not one of redis, rediss, unix`},
 		{"redis no host", env{"REDIS_URL": "redis://"}, `REDIS_URL: parse "redis:": missing host`},
 		{"redis bad", env{"REDIS_URL": "redis://:pw@x:port"}, `REDIS_URL: parse "redis://:xxxxx@x:port": invalid port ":port" after host`},
+		{"redis mode unknown", env{"REDIS_URL": "redis://x:6379", "REDIS_MODE": "replicated"}, `REDIS_MODE: "replicated" is not one of standalone, sentinel, cluster`},
+		{"redis mode without url", env{"REDIS_MODE": "sentinel"}, `REDIS_MODE: sentinel needs REDIS_URL (without it, idempotency keys live in a JetStream key-value bucket)`},
+		{"redis cluster without url", env{"REDIS_MODE": "cluster"}, `REDIS_MODE: cluster needs REDIS_URL (without it, idempotency keys live in a JetStream key-value bucket)`},
+		{"redis master name standalone", env{"REDIS_URL": "redis://s1:26379?master_name=mymaster&addr=s2:26379"},
+			`REDIS_MODE: standalone, but REDIS_URL names a Sentinel master (master_name=): set REDIS_MODE=sentinel`},
+		{"redis addrs standalone", env{"REDIS_URL": "redis://n1:6379?addr=n2:6379"},
+			`REDIS_MODE: standalone, but REDIS_URL lists more servers (addr=): set REDIS_MODE=sentinel or cluster`},
+		{"redis standalone bad option", env{"REDIS_URL": "redis://x:6379?pool=5"}, `REDIS_URL: redis: unexpected option: pool`},
+		{"redis sentinel without master name", env{"REDIS_MODE": "sentinel", "REDIS_URL": "redis://s1:26379?addr=s2:26379"},
+			`REDIS_URL: REDIS_MODE=sentinel needs master_name=<the name the sentinels monitor> in the URL`},
+		{"redis sentinel unix", env{"REDIS_MODE": "sentinel", "REDIS_URL": "unix:///run/redis.sock"},
+			`REDIS_URL: REDIS_MODE=sentinel needs redis:// or rediss:// (the sentinels' addresses), not unix://`},
+		{"redis sentinel bad addr", env{"REDIS_MODE": "sentinel", "REDIS_URL": "redis://s1:26379?master_name=m&addr=s2"},
+			`REDIS_URL: redis: unable to parse addr param: s2`},
+		{"redis sentinel replica only", env{"REDIS_MODE": "sentinel", "REDIS_URL": "redis://s1:26379?master_name=m&replica_only=true"},
+			`REDIS_URL: route_by_latency, route_randomly and replica_only send commands to replicas; the idempotency store must use the master`},
+		{"redis master name cluster", env{"REDIS_MODE": "cluster", "REDIS_URL": "redis://n1:6379?master_name=m"},
+			`REDIS_MODE: cluster, but REDIS_URL names a Sentinel master (master_name=): set REDIS_MODE=sentinel`},
+		{"redis cluster unix", env{"REDIS_MODE": "cluster", "REDIS_URL": "unix:///run/redis.sock"},
+			`REDIS_URL: REDIS_MODE=cluster needs redis:// or rediss:// (the nodes' addresses), not unix://`},
+		{"redis cluster bad option", env{"REDIS_MODE": "cluster", "REDIS_URL": "redis://n1:6379?db=2"}, `REDIS_URL: redis: unexpected option: db`},
+		{"redis cluster read only", env{"REDIS_MODE": "cluster", "REDIS_URL": "redis://n1:6379?read_only=true"},
+			`REDIS_URL: read_only, route_by_latency and route_randomly send reads to replicas; the idempotency store must use the masters`},
+		{"redis cluster wait replicas", env{"REDIS_MODE": "cluster", "REDIS_URL": "redis://n1:6379?addr=n2:6379", "REDIS_WAIT_REPLICAS": "1"},
+			`REDIS_WAIT_REPLICAS: must be 0 with REDIS_MODE=cluster: WAIT counts the replicas of one connection's server, and a cluster client spreads claims over the masters (set min-replicas-to-write on the masters instead)`},
 		{"elapsed zero", env{"RETRY_MAX_ELAPSED": "0s"}, `RETRY_MAX_ELAPSED: must be > 0, got 0s`},
 		{"elapsed word", env{"RETRY_MAX_ELAPSED": "soon"}, `RETRY_MAX_ELAPSED: "soon" is not a duration such as 500ms, 30s, 2m or 168h`},
 		{"attempts", env{"RETRY_MAX_ATTEMPTS": "0"}, `RETRY_MAX_ATTEMPTS: must be ≥ 1, got 0`},

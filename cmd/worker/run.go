@@ -90,7 +90,7 @@ type app struct {
 	ns      *server.Server
 	nc      *nats.Conn
 	js      jetstream.JetStream
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 	store   idempotency.Store
 	sandbox func(context.Context) error
 	// ncClosed is closed when nc is, after a drain.
@@ -157,38 +157,15 @@ func (a *app) start(ctx context.Context) error {
 		a.store = kv
 		log.Info("no REDIS_URL: idempotency keys in a JetStream key-value bucket", slog.Duration("ttl", cfg.IdempotencyTTL))
 	} else {
-		ropts, err := redis.ParseURL(cfg.RedisURL.String())
+		// Standalone, Sentinel or Cluster (REDIS_MODE), with fail-fast
+		// timeouts and a pool sized to WORKER_CONCURRENCY (see
+		// newRedisClient).
+		redis.SetLogger(redisLogger{log.With(slog.String("component", "redis"))})
+		rdb, where, err := newRedisClient(cfg)
 		if err != nil {
 			return usageError{fmt.Errorf("REDIS_URL: %w", err)}
 		}
-		// Fail closed fast: a down Redis must turn into a requeued command in
-		// about a second, not after go-redis's default dial and command
-		// retries. The handler does its own retrying. Options given in the
-		// URL (?max_retries=…, ?dial_timeout=…) win.
-		if ropts.MaxRetries == 0 {
-			ropts.MaxRetries = 1
-		}
-		if ropts.DialerRetries == 0 {
-			ropts.DialerRetries = 1
-		}
-		if ropts.DialTimeout == 0 {
-			ropts.DialTimeout = time.Second
-		}
-		if ropts.ReadTimeout == 0 {
-			ropts.ReadTimeout = 2 * time.Second
-		}
-		if ropts.WriteTimeout == 0 {
-			ropts.WriteTimeout = 2 * time.Second
-		}
-		// One connection per command in flight (claim, complete), a quarter
-		// more for the lease renewals running beside them, and a few spare;
-		// go-redis's default, 10 per CPU, makes commands queue for a
-		// connection. ?pool_size=… in the URL wins.
-		if ropts.PoolSize == 0 {
-			ropts.PoolSize = cfg.WorkerConcurrency + cfg.WorkerConcurrency/4 + 4
-		}
-		redis.SetLogger(redisLogger{log.With(slog.String("component", "redis"))})
-		a.rdb = redis.NewClient(ropts)
+		a.rdb = rdb
 		// Exactly once does not rest on Redis keeping every write: the
 		// registry (Raft-replicated, in JetStream) tells a merchant whose
 		// records Redis lost from a new one, and from then on keys without
@@ -207,9 +184,9 @@ func (a *app) start(ctx context.Context) error {
 		})
 		if err := a.store.Ping(ctx); err != nil {
 			// Fail closed, but run: commands wait until Redis answers.
-			log.Warn("Redis not reachable yet: commands will wait for it", slog.String("addr", ropts.Addr), slog.Any("error", err))
+			log.Warn("Redis not reachable yet: commands will wait for it", append(where, slog.Any("error", err))...)
 		}
-		log.Info("idempotency keys in Redis", slog.String("addr", ropts.Addr), slog.Duration("ttl", cfg.IdempotencyTTL))
+		log.Info("idempotency keys in Redis", append(where, slog.Duration("ttl", cfg.IdempotencyTTL))...)
 	}
 
 	gws := map[string]handlers.Gateway{}

@@ -413,6 +413,9 @@ func TestRunBadConfigIsUsageError(t *testing.T) {
 		{"SHUTDOWN_TIMEOUT", "soon"},
 		{"RETRY_MAX_ATTEMPTS", "-1"},
 		{"REDIS_URL", "redis//x"},
+		{"REDIS_MODE", "sentinel"}, // without REDIS_URL
+		{"REDIS_MODE", "replicated"},
+		{"REDIS_URL", "redis://s1:26379?master_name=mymaster"}, // without REDIS_MODE=sentinel
 		{"PAYMENTOPTIONS_BASE_URL", "http://gateway.example.com/api/v1"},
 	} {
 		t.Run(tc.name+"="+tc.value, func(t *testing.T) {
