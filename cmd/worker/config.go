@@ -368,7 +368,7 @@ func settings() []setting {
 				c.DataDir = v
 				return nil
 			}},
-		{name: "REDIS_URL", def: "", desc: "Redis for idempotency keys (redis://, rediss://, unix://); empty uses a JetStream key-value bucket",
+		{name: "REDIS_URL", def: "", desc: "Redis for idempotency keys (redis://, rediss://, unix://); with REDIS_MODE=sentinel the sentinels' failover URL, with cluster the cluster nodes' URL; empty uses a JetStream key-value bucket",
 			set: func(c *Config, v string) (err error) { c.RedisURL, err = redisURL(v); return err }},
 		{name: "REDIS_MODE", def: RedisStandalone, desc: "how REDIS_URL is read: standalone (one server), sentinel (go-redis failover URL: redis://s1:26379?master_name=M&addr=s2:26379) or cluster (redis://n1:6379?addr=n2:6379)",
 			set: func(c *Config, v string) (err error) {
