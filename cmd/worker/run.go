@@ -32,7 +32,6 @@ import (
 	"github.com/payworker/payworker/internal/paymentoptions"
 	"github.com/payworker/payworker/internal/sandbox"
 	"github.com/payworker/payworker/internal/sibs"
-	"github.com/payworker/payworker/internal/streams"
 	"github.com/payworker/payworker/internal/worker"
 )
 
@@ -143,7 +142,7 @@ func (a *app) start(ctx context.Context) error {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	a.js = js
-	if err := streams.Provision(ctx, js, cfg.Streams); err != nil {
+	if err := provision(ctx, js, cfg.Streams, log); err != nil {
 		return err
 	}
 	log.Info("streams ready", slog.String("commands", cfg.Streams.Commands), slog.String("events", cfg.Streams.Events),
@@ -152,7 +151,7 @@ func (a *app) start(ctx context.Context) error {
 	if cfg.KVStore() {
 		kv, err := idempotency.NewKV(ctx, js, idempotency.KVOptions{TTL: cfg.IdempotencyTTL, Replicas: cfg.Streams.Replicas})
 		if err != nil {
-			return fmt.Errorf("idempotency key-value bucket: %w", err)
+			return placementError(cfg.Streams.Replicas, fmt.Errorf("idempotency key-value bucket: %w", err))
 		}
 		a.store = kv
 		log.Info("no REDIS_URL: idempotency keys in a JetStream key-value bucket", slog.Duration("ttl", cfg.IdempotencyTTL))
@@ -172,7 +171,7 @@ func (a *app) start(ctx context.Context) error {
 		// a record are checked at the gateway before anything is sent.
 		reg, err := idempotency.NewKVScopeRegistry(ctx, js, "", cfg.Streams.Replicas)
 		if err != nil {
-			return err
+			return placementError(cfg.Streams.Replicas, err)
 		}
 		a.store = idempotency.NewRedis(a.rdb, idempotency.RedisOptions{
 			TTL: cfg.IdempotencyTTL, Registry: reg,

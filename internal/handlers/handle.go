@@ -163,7 +163,11 @@ func (h *Handler) run(ctx context.Context, d *delivery, uncertain, settle bool) 
 	}
 
 	// From here on, finishing must not be cut short by the work context: an
-	// outcome that reached the gateway is recorded and announced.
+	// outcome that reached the gateway is recorded and announced. fin bounds
+	// the whole of it (a lease); each request in it (recording the outcome,
+	// each publish) has its own short timeout and is retried, so a request
+	// lost with a server that died (a JetStream leader change) costs about
+	// the election, not the lease.
 	fin, cancelFin := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.Lease)
 	defer cancelFin()
 
@@ -391,12 +395,21 @@ func (h *Handler) finish(ctx, fin context.Context, d *delivery, ex execution) {
 	d.log.Info("command done", attrs...)
 }
 
-// complete stores the outcome, retrying while the store is unreachable. It
-// gives up on ErrFenced and when ctx ends.
+// storeAttemptTimeout bounds one attempt to record an outcome: an attempt
+// lost with a server that died is made again, not waited on until the
+// finishing deadline. Repeating a Complete that was applied is harmless (the
+// Store contract).
+const storeAttemptTimeout = 5 * time.Second
+
+// complete stores the outcome, each attempt within storeAttemptTimeout,
+// retrying while the store is unreachable. It gives up on ErrFenced and when
+// ctx ends.
 func (h *Handler) complete(ctx context.Context, d *delivery, out idempotency.Outcome) error {
 	delay := 100 * time.Millisecond
 	for {
-		err := h.cfg.Store.Complete(ctx, d.cmd.MerchantID, d.cmd.Key(), d.cmd.TransactionID, d.token, out)
+		actx, cancel := context.WithTimeout(ctx, storeAttemptTimeout)
+		err := h.cfg.Store.Complete(actx, d.cmd.MerchantID, d.cmd.Key(), d.cmd.TransactionID, d.token, out)
+		cancel()
 		if err == nil || errors.Is(err, idempotency.ErrFenced) {
 			return err
 		}
@@ -404,7 +417,7 @@ func (h *Handler) complete(ctx context.Context, d *delivery, out idempotency.Out
 		if err := h.cfg.Sleep(ctx, jitter(delay)); err != nil {
 			return fmt.Errorf("record outcome: %w", err)
 		}
-		delay = min(delay*2, 5*time.Second)
+		delay = min(delay*2, time.Second)
 	}
 }
 

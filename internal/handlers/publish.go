@@ -212,9 +212,17 @@ func (h *Handler) originHeaders(hdr nats.Header, msg jetstream.Msg, meta *jetstr
 	hdr.Set(HeaderOrigSequence, strconv.FormatUint(meta.Sequence.Stream, 10))
 }
 
+// publishAttemptTimeout bounds one publish attempt. JetStream acknowledges a
+// publish in milliseconds; an attempt that meets no answer was lost with a
+// server that died, or met a stream without a leader (an election), and is
+// made again rather than waited on.
+const publishAttemptTimeout = 2 * time.Second
+
 // publish stores a message in JetStream under msgID, retrying until it is
-// acknowledged or ctx ends. A duplicate ack (same msgID within the window)
-// counts as stored.
+// acknowledged or ctx ends: each attempt within publishAttemptTimeout, the
+// next after a backoff of up to a second, every one with the same
+// Nats-Msg-Id, so the stream stores it once however many attempts reach it.
+// A duplicate ack (same msgID within the window) counts as stored.
 func (h *Handler) publish(ctx context.Context, subject string, data []byte, msgID string, hdr nats.Header) error {
 	_, err := h.publishAck(ctx, subject, data, msgID, hdr)
 	return err
@@ -227,7 +235,7 @@ func (h *Handler) publishAck(ctx context.Context, subject string, data []byte, m
 		for k, v := range hdr {
 			m.Header[k] = v
 		}
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
 		ack, err := h.cfg.JetStream.PublishMsg(pctx, m, jetstream.WithMsgID(msgID))
 		cancel()
 		if err == nil {
@@ -240,7 +248,7 @@ func (h *Handler) publishAck(ctx context.Context, subject string, data []byte, m
 		if err := h.cfg.Sleep(ctx, jitter(delay)); err != nil {
 			return nil, fmt.Errorf("publish %s: %w", subject, err)
 		}
-		delay = min(delay*2, 2*time.Second)
+		delay = min(delay*2, time.Second)
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +59,8 @@ type Worker struct {
 	cfg  Config
 	log  *slog.Logger
 	cons atomic.Pointer[jetstream.Consumer] // nil while not bound
+	// consumerDiff is the last difference checkConsumer warned about.
+	consumerDiff atomic.Pointer[string]
 }
 
 // New returns a Worker; call Run to start it.
@@ -109,7 +113,10 @@ func (w *Worker) ConsumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
-// Ready reports whether the consumer is bound and answers.
+// Ready reports whether the consumer is bound and answers. Its info comes
+// from the consumer's leader: while the consumer has none (an election after
+// a server was lost) or this worker reaches no JetStream server, it fails,
+// and the worker reports not ready until a leader answers again.
 func (w *Worker) Ready(ctx context.Context) error {
 	c := w.cons.Load()
 	if c == nil {
@@ -134,13 +141,15 @@ func (w *Worker) Ready(ctx context.Context) error {
 //     if a gateway call was cut, and Naks them for immediate redelivery) and
 //     wait for them.
 //
-// It returns nil after that shutdown. It returns an error when the consumer
-// cannot be bound at start, and after the shutdown when the NATS connection
-// was closed under it. Errors on the way (a server restart, a consumer
+// It returns nil after that shutdown. It returns an error when the commands
+// stream does not exist at start, and after the shutdown when the NATS
+// connection was closed under it. Other binding errors at start (no
+// JetStream leader during an election, a timeout) are logged and retried
+// with backoff until ctx ends. Errors on the way (a server lost, a consumer
 // deleted) are logged, and the consumer is bound again after a backoff.
 func (w *Worker) Run(ctx context.Context) error {
-	cons, err := w.bind(ctx)
-	if err != nil {
+	cons, err := w.bindAtStart(ctx)
+	if cons == nil {
 		return err
 	}
 	defer w.cons.Store(nil)
@@ -267,7 +276,7 @@ func (p *pool) release(n int) {
 func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, p *pool) error {
 	var failed atomic.Pointer[error] // the last pull's error, until handled
 	fail := func(err error) { failed.CompareAndSwap(nil, &err) }
-	pause := backoff{min: 100 * time.Millisecond, max: 5 * time.Second}
+	pause := backoff{min: 100 * time.Millisecond, max: maxBindPause}
 	for {
 		select {
 		case p.pulls <- struct{}{}:
@@ -285,7 +294,7 @@ func (w *Worker) consume(ctx context.Context, cons jetstream.Consumer, p *pool) 
 			// consumer been deleted).
 			w.cons.Store(nil)
 			w.log.Warn("pulling commands failed; binding the consumer again", slog.Any("error", *errp), slog.Duration("after", pause.cur()))
-			if !sleep(ctx, pause.next()) {
+			if !sleep(ctx, jittered(pause.next())) {
 				p.release(n)
 				<-p.pulls
 				return nil
@@ -360,14 +369,106 @@ func (w *Worker) dispatch(ctx context.Context, batch jetstream.MessageBatch, n i
 	return err
 }
 
-// bind creates or updates the shared consumer and publishes it to Ready.
-func (w *Worker) bind(ctx context.Context) (jetstream.Consumer, error) {
-	cons, err := w.cfg.JetStream.CreateOrUpdateConsumer(ctx, w.cfg.Streams.Commands, w.ConsumerConfig())
-	if err != nil {
-		return nil, fmt.Errorf("bind consumer %s on %s: %w", w.cfg.Streams.Consumer, w.cfg.Streams.Commands, err)
+// bindTimeout bounds one attempt to bind the consumer: a request lost with
+// a server that died is sent again after a backoff, not waited on.
+const bindTimeout = 2 * time.Second
+
+// maxBindPause is the longest wait between two attempts to bind the
+// consumer; the waits are jittered. Once a leader answers again, a worker
+// binds within about this long.
+const maxBindPause = 2 * time.Second
+
+// bindAtStart binds the consumer, retrying with backoff and jitter until it
+// succeeds or ctx ends (nil, nil). It gives up at once (nil and the error)
+// when the commands stream is missing or JetStream is not enabled.
+func (w *Worker) bindAtStart(ctx context.Context) (jetstream.Consumer, error) {
+	pause := backoff{min: 100 * time.Millisecond, max: maxBindPause}
+	for {
+		cons, err := w.bind(ctx)
+		switch {
+		case err == nil:
+			return cons, nil
+		case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrJetStreamNotEnabled),
+			errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+			return nil, err
+		}
+		d := jittered(pause.next())
+		w.log.Warn("binding the consumer failed; retrying", slog.Any("error", err), slog.Duration("after", d))
+		if !sleep(ctx, d) {
+			return nil, nil
+		}
 	}
+}
+
+// bind binds the shared consumer and publishes it to Ready: the consumer
+// that exists, as it is (js.Consumer only reads its info), or, only when
+// there is none, a new one with ConsumerConfig. Every worker binds at start
+// and after pull errors, so binding must neither rewrite the consumer (the
+// last worker to start would win) nor send configuration writes to the
+// meta leader from every worker at each leader change, as
+// CreateOrUpdateConsumer would. A consumer that differs from ConsumerConfig
+// where it matters is kept, with a warning.
+func (w *Worker) bind(ctx context.Context) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, bindTimeout)
+	defer cancel()
+	stream, name := w.cfg.Streams.Commands, w.cfg.Streams.Consumer
+	cons, err := w.cfg.JetStream.Consumer(ctx, stream, name)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cons, err = w.cfg.JetStream.CreateConsumer(ctx, stream, w.ConsumerConfig())
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerExists):
+			// Another worker created it a moment ago, configured otherwise.
+			cons, err = w.cfg.JetStream.Consumer(ctx, stream, name)
+		case err == nil:
+			w.log.Info("created the shared consumer", slog.String("stream", stream), slog.String("consumer", name))
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bind consumer %s on %s: %w", name, stream, err)
+	}
+	w.checkConsumer(cons.CachedInfo().Config)
 	w.cons.Store(&cons)
 	return cons, nil
+}
+
+// checkConsumer warns, once per difference, when the consumer bound differs
+// from ConsumerConfig in a setting the worker relies on: the filter and ack
+// policy (which messages, acked how), AckWait (the handler extends the ack
+// deadline every third of the configured one), MaxDeliver (a limit drops
+// commands without a dead letter) and MaxAckPending (the fleet's commands
+// in flight). Whoever set them, an operator or another version, keeps them.
+func (w *Worker) checkConsumer(have jetstream.ConsumerConfig) {
+	want := w.ConsumerConfig()
+	var diffs []string
+	diff := func(name string, differs bool, got, conf any) {
+		if differs {
+			diffs = append(diffs, fmt.Sprintf("%s %v (configured %v)", name, got, conf))
+		}
+	}
+	filter := have.FilterSubject
+	if filter == "" && len(have.FilterSubjects) > 0 {
+		filter = strings.Join(have.FilterSubjects, ",")
+	}
+	diff("filter_subject", filter != want.FilterSubject, filter, want.FilterSubject)
+	diff("ack_policy", have.AckPolicy != want.AckPolicy, have.AckPolicy, want.AckPolicy)
+	diff("ack_wait", have.AckWait != want.AckWait, have.AckWait, want.AckWait)
+	diff("max_deliver", have.MaxDeliver != want.MaxDeliver, have.MaxDeliver, want.MaxDeliver)
+	diff("max_ack_pending", have.MaxAckPending != want.MaxAckPending, have.MaxAckPending, want.MaxAckPending)
+	if len(diffs) == 0 {
+		return
+	}
+	msg := strings.Join(diffs, ", ")
+	if old := w.consumerDiff.Swap(&msg); old != nil && *old == msg {
+		return
+	}
+	w.log.Warn("the shared consumer differs from this worker's configuration; it is kept as it is (change it with `nats consumer edit`, or delete it to have it created again)",
+		slog.String("consumer", w.cfg.Streams.Consumer), slog.String("differences", msg))
+}
+
+// jittered is d less up to half of it, at random, so that workers that
+// failed together do not retry together.
+func jittered(d time.Duration) time.Duration {
+	return d - rand.N(d/2+1)
 }
 
 // backoff is a doubling delay between min and max, safe for concurrent use.
