@@ -1,0 +1,201 @@
+package command
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/payworker/payworker/schemas"
+)
+
+// AppendJSON appends the JSON of c to dst, byte for byte what json.Marshal
+// writes for a Command (field order, omitempty rules, sorted metadata keys,
+// HTML-safe string escaping), without reflection: it is on the hot path of
+// a batch. TestAppendJSONMatchesMarshal holds it to json.Marshal. It does
+// not check c; see Check.
+func (c *Command) AppendJSON(dst []byte) []byte {
+	dst = append(dst, `{"command_id":`...)
+	dst = appendJSONString(dst, c.CommandID)
+	dst = append(dst, `,"type":`...)
+	dst = appendJSONString(dst, string(c.Type))
+	if c.IdempotencyKey != "" {
+		dst = append(dst, `,"idempotency_key":`...)
+		dst = appendJSONString(dst, c.IdempotencyKey)
+	}
+	dst = append(dst, `,"merchant_id":`...)
+	dst = appendJSONString(dst, c.MerchantID)
+	dst = append(dst, `,"transaction_id":`...)
+	dst = appendJSONString(dst, c.TransactionID)
+	if c.Amount != nil {
+		dst = append(dst, `,"amount":`...)
+		dst = strconv.AppendInt(dst, *c.Amount, 10)
+	}
+	if c.Currency != "" {
+		dst = append(dst, `,"currency":`...)
+		dst = appendJSONString(dst, c.Currency)
+	}
+	if c.Gateway != "" {
+		dst = append(dst, `,"gateway":`...)
+		dst = appendJSONString(dst, c.Gateway)
+	}
+	if c.Notes != "" {
+		dst = append(dst, `,"notes":`...)
+		dst = appendJSONString(dst, c.Notes)
+	}
+	if len(c.Metadata) > 0 {
+		dst = append(dst, `,"metadata":{`...)
+		var small [8]string
+		keys := small[:0]
+		for k := range c.Metadata {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, k)
+			dst = append(dst, ':')
+			dst = appendJSONString(dst, c.Metadata[k])
+		}
+		dst = append(dst, '}')
+	}
+	if c.OriginalTransactionTime != nil {
+		dst = append(dst, `,"original_transaction_time":"`...)
+		dst = c.OriginalTransactionTime.AppendFormat(dst, time.RFC3339Nano)
+		dst = append(dst, '"')
+	}
+	return append(dst, '}')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string the way encoding/json does
+// with HTML escaping: <, > and & as \u003c..., control characters escaped,
+// invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		if c == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if c == '\u2028' || c == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// Encode appends the JSON of c to dst (AppendJSON) and checks it as Decode
+// would on the subject of c.Type: its size first, then the schema (Check).
+// An invalid command yields Decode's *InvalidError, with the same problems
+// and texts, and dst unchanged.
+func (c *Command) Encode(dst []byte) ([]byte, error) {
+	out := c.AppendJSON(dst)
+	if n := len(out) - len(dst); n > MaxSize {
+		return dst, invalid(CodeOversize, Problem{
+			Rule:    "oversize",
+			Message: fmt.Sprintf("message is %d bytes, at most %d allowed", n, MaxSize),
+		})
+	}
+	if err := c.Check(); err != nil {
+		return dst, err
+	}
+	return out, nil
+}
+
+// Check reports whether the JSON of c (json.Marshal, or AppendJSON) is a
+// valid command on the subject of c.Type: nil exactly when Validate would
+// accept it, and otherwise Validate's *InvalidError, with the same problems
+// and texts. It checks a document built from c's fields, so a valid command
+// costs no JSON encoding or parsing; only a command that fails is encoded
+// and decoded, for Decode's explanation.
+func (c *Command) Check() error {
+	if c.Type == Capture || c.Type == Void {
+		if schemas.ValidateCommand(string(c.Type), c.doc()) == nil {
+			return nil
+		}
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return Validate(string(c.Type), data)
+}
+
+// doc is the decoded-JSON form of c: exactly the members json.Marshal
+// writes (its omitempty rules), as the schema validator takes them.
+func (c *Command) doc() map[string]any {
+	doc := make(map[string]any, 12)
+	doc["command_id"] = c.CommandID
+	doc["type"] = string(c.Type)
+	doc["merchant_id"] = c.MerchantID
+	doc["transaction_id"] = c.TransactionID
+	if c.IdempotencyKey != "" {
+		doc["idempotency_key"] = c.IdempotencyKey
+	}
+	if c.Amount != nil {
+		doc["amount"] = *c.Amount
+	}
+	if c.Currency != "" {
+		doc["currency"] = c.Currency
+	}
+	if c.Gateway != "" {
+		doc["gateway"] = c.Gateway
+	}
+	if c.Notes != "" {
+		doc["notes"] = c.Notes
+	}
+	if len(c.Metadata) > 0 {
+		meta := make(map[string]any, len(c.Metadata))
+		for k, v := range c.Metadata {
+			meta[k] = v
+		}
+		doc["metadata"] = meta
+	}
+	if c.OriginalTransactionTime != nil {
+		doc["original_transaction_time"] = c.OriginalTransactionTime.Format(time.RFC3339Nano)
+	}
+	return doc
+}
