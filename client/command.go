@@ -132,7 +132,8 @@ func validate(cmd Command) error {
 	if w.CommandID == "" {
 		w.CommandID = placeholderID
 	}
-	return validationError(w.Check())
+	_, err := w.Encode(nil)
+	return validationError(err)
 }
 
 // placeholderID stands for the command id Publish generates: a UUID.
