@@ -6,6 +6,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/payworker/payworker/internal/command"
+	"github.com/payworker/payworker/internal/encoded"
 )
 
 // Type is a command type: TypeCapture or TypeVoid. It is also the last
@@ -145,6 +146,10 @@ const placeholderID = "00000000-0000-0000-0000-000000000000"
 type Encoded struct {
 	w    *command.Command
 	data []byte
+}
+
+func init() {
+	encoded.Checked = func(w *command.Command, data []byte) any { return &Encoded{w: w, data: data} }
 }
 
 // Encode checks cmd as the worker would and encodes it as the worker reads

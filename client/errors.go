@@ -147,3 +147,18 @@ func (e *PublishError) Is(target error) bool {
 	}
 	return false
 }
+
+// DecodeError is what Events yields for a message on the events stream that
+// is not a result event. The sequence goes on after it.
+type DecodeError struct {
+	Subject  string
+	Sequence uint64
+	Err      error
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("message %d on %s is not an event: %v", e.Sequence, e.Subject, e.Err)
+}
+
+// Unwrap returns the decoding error.
+func (e *DecodeError) Unwrap() error { return e.Err }

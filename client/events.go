@@ -72,9 +72,10 @@ func (f Filter) Matches(e Event) bool {
 
 // Events reads the result events that pass filter, in stream order, with an
 // ordered consumer of its own, until ctx ends or the loop stops; ctx ending
-// is not an error. A message that is not an event is yielded as an error
-// (with a zero Event) and the sequence goes on; a failure that ends it (the
-// events stream is missing: ErrNotProvisioned) is yielded last.
+// is not an error. A message that is not an event is yielded, whatever the
+// filter, as a *DecodeError with a zero Event, and the sequence goes on; a
+// failure that ends it (the events stream is missing: ErrNotProvisioned) is
+// yielded last.
 //
 //	for ev, err := range c.Events(ctx, client.Filter{Type: "*.failed", All: true}) {
 //		if err != nil { ... }
@@ -130,7 +131,7 @@ func (c *Client) Events(ctx context.Context, filter Filter) iter.Seq2[Event, err
 			}
 			ev, err := decodeEvent(msg.Data(), seq)
 			if err != nil {
-				if !yield(Event{Sequence: seq}, fmt.Errorf("%s: %w", msg.Subject(), err)) {
+				if !yield(Event{Sequence: seq}, &DecodeError{Subject: msg.Subject(), Sequence: seq, Err: err}) {
 					return
 				}
 				continue

@@ -12,6 +12,7 @@ import (
 
 	"github.com/mattn/go-isatty"
 
+	"github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/publish"
 )
 
@@ -36,33 +37,34 @@ func runEvents(ctx context.Context, e *env, args []string) error {
 	var conn connFlags
 	conn.register(fs, e.getenv)
 	var (
-		opts   publish.FollowOptions
+		filter client.Filter
+		limit  int
 		since  time.Duration
 		format string
 		asJSON bool
 	)
-	fs.BoolVar(&opts.All, "all", false, "start at the first stored event")
+	fs.BoolVar(&filter.All, "all", false, "start at the first stored event")
 	fs.DurationVar(&since, "since", 0, "start with the events of the last `duration` (1h, 30m)")
-	fs.StringVar(&opts.Filter.Type, "type", "", "event `kind` or subject pattern: capture.succeeded, command, *.failed")
-	fs.StringVar(&opts.Filter.MerchantID, "merchant", "", "only events of this merchant `id`")
-	fs.StringVar(&opts.Filter.TransactionID, "transaction", "", "only events of this transaction `id`")
-	fs.StringVar(&opts.Filter.IdempotencyKey, "key", "", "only events of this idempotency `key`")
+	fs.StringVar(&filter.Type, "type", "", "event `kind` or subject pattern: capture.succeeded, command, *.failed")
+	fs.StringVar(&filter.MerchantID, "merchant", "", "only events of this merchant `id`")
+	fs.StringVar(&filter.TransactionID, "transaction", "", "only events of this transaction `id`")
+	fs.StringVar(&filter.IdempotencyKey, "key", "", "only events of this idempotency `key`")
 	fs.StringVar(&format, "format", "", "output `format`: text or json (default: text on a terminal, json otherwise)")
 	fs.BoolVar(&asJSON, "json", false, "same as --format=json")
-	fs.IntVar(&opts.Limit, "count", 0, "stop after `n` matching events (0: follow until Ctrl-C)")
+	fs.IntVar(&limit, "count", 0, "stop after `n` matching events (0: follow until Ctrl-C)")
 	if done, err := parseFlags(fs, eventsHelp, args, e); done || err != nil {
 		return err
 	}
 	switch {
-	case opts.All && since != 0:
+	case filter.All && since != 0:
 		return usageErrorf("events: --all and --since exclude each other")
 	case since < 0:
 		return usageErrorf("events: --since must be positive, got %s", since)
-	case opts.Limit < 0:
-		return usageErrorf("events: --count must not be negative, got %d", opts.Limit)
+	case limit < 0:
+		return usageErrorf("events: --count must not be negative, got %d", limit)
 	}
 	if since > 0 {
-		opts.Since = time.Now().Add(-since)
+		filter.Since = time.Now().Add(-since)
 	}
 	switch {
 	case asJSON && format != "" && format != "json":
@@ -77,30 +79,44 @@ func runEvents(ctx context.Context, e *env, args []string) error {
 	case format != "text" && format != "json":
 		return usageErrorf("events: --format must be text or json, got %q", format)
 	}
-	if _, err := opts.Filter.Subject(conn.streams); err != nil {
+	if _, err := filter.Subject(publish.PublicStreams(conn.streams)); err != nil {
 		return usageErrorf("events: --%v", err)
 	}
 
-	client, closeConn, err := conn.connect(ctx, true)
+	pc, closeConn, err := conn.connect(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer closeConn()
-	err = client.Follow(ctx, opts, func(r publish.Received) error {
-		if r.Err != nil {
-			fmt.Fprintf(e.stderr, "publisher: skipping a message on %s that is not an event: %v\n", r.Subject, r.Err)
-			return nil
-		}
-		if format == "text" {
-			_, err := fmt.Fprintln(e.stdout, publish.EventLine(r.Event))
+	// The public client's Events: an ordered consumer of its own, in
+	// stream order, until Ctrl-C (not a failure) or --count events.
+	n := 0
+	for ev, err := range pc.Client().Events(ctx, filter) {
+		var de *client.DecodeError
+		switch {
+		case errors.As(err, &de):
+			fmt.Fprintf(e.stderr, "publisher: skipping a message on %s that is not an event: %v\n", de.Subject, err)
+			continue
+		case err != nil:
 			return err
 		}
-		return writeJSONLine(e.stdout, r.Raw)
-	})
-	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		return nil // stopped by Ctrl-C: not a failure
+		if format == "text" {
+			le, err := publish.EventOf(ev)
+			if err != nil {
+				fmt.Fprintf(e.stderr, "publisher: skipping event %d: %v\n", ev.Sequence, err)
+				continue
+			}
+			if _, err := fmt.Fprintln(e.stdout, publish.EventLine(le)); err != nil {
+				return err
+			}
+		} else if err := writeJSONLine(e.stdout, ev.JSON()); err != nil {
+			return err
+		}
+		if n++; limit > 0 && n >= limit {
+			return nil
+		}
 	}
-	return err
+	return nil
 }
 
 // writeJSONLine writes raw JSON on one line.

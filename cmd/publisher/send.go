@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/events"
 	"github.com/payworker/payworker/internal/publish"
@@ -89,27 +90,22 @@ func runSend(ctx context.Context, e *env, typ command.Type, args []string) error
 		cmd.Metadata = nil
 	}
 	cmd.Amount = amount.ptr()
-	if _, err := publish.Encode(&cmd); err != nil {
+	// Checked, encoded and published by the public client, as an order
+	// service would.
+	enc, err := publish.EncodeCommand(&cmd)
+	if err != nil {
 		return invalidCommand(fs, err)
 	}
 
-	client, closeConn, err := conn.connect(ctx, true)
+	pc, closeConn, err := conn.connect(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer closeConn()
+	cl := pc.Client()
+	defer cl.Close()
 
-	var pending *publish.Pending
-	if wait.d > 0 {
-		// Subscribe before publishing, so the outcome cannot be missed.
-		w, err := client.Watch(ctx)
-		if err != nil {
-			return err
-		}
-		defer w.Close()
-		pending = w.Expect(publish.Match{MerchantID: cmd.MerchantID, IdempotencyKey: cmd.Key(), CommandID: cmd.CommandID})
-	}
-	ack, err := client.Publish(ctx, &cmd)
+	ack, err := cl.Publish(ctx, enc)
 	if err != nil {
 		return err
 	}
@@ -118,11 +114,11 @@ func runSend(ctx context.Context, e *env, typ command.Type, args []string) error
 		note = " (already in the stream: this command_id was published before, the copy was dropped)"
 	}
 	fmt.Fprintf(e.stdout, "published %s command_id=%s idempotency_key=%s stream_seq=%d%s\n",
-		typ, cmd.CommandID, cmd.Key(), ack.Sequence, note)
-	if pending == nil {
+		typ, ack.CommandID, ack.IdempotencyKey, ack.Sequence, note)
+	if wait.d == 0 {
 		return nil
 	}
-	o, err := awaitOutcome(ctx, client, pending, &cmd, ack.Duplicate, wait.d)
+	o, err := awaitOutcome(ctx, cl, ack, wait.d)
 	if err != nil {
 		return err
 	}
@@ -149,36 +145,24 @@ func invalidCommand(fs *flag.FlagSet, err error) error {
 	return usageErrorf("%s: invalid command: %s", fs.Name(), strings.Join(msgs, "; "))
 }
 
-// awaitOutcome waits at most d for the outcome of cmd. When the stream
-// dropped the publication as a duplicate command_id, the outcome may already
-// be stored: it is looked up first by its deterministic terminal event id. A
-// duplicate outcome is resolved to the terminal event it repeats.
-func awaitOutcome(ctx context.Context, client *publish.Client, p *publish.Pending, cmd *command.Command, republished bool, d time.Duration) (publish.Outcome, error) {
+// awaitOutcome waits at most d for the answer to the published command
+// (client.Client.AwaitCommand): its terminal event, or the worker's answer
+// to it; a duplicate comes with the terminal event it repeats when that is
+// found. When the stream dropped the publication as a duplicate command_id,
+// the answer to the first publication may already be stored: it is read
+// back.
+func awaitOutcome(ctx context.Context, cl *client.Client, ack client.PubAck, d time.Duration) (publish.Outcome, error) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	if republished {
-		id := events.TerminalID(cmd.MerchantID, cmd.Key())
-		kinds := []events.Kind{events.TerminalKind(string(cmd.Type), true), events.TerminalKind(string(cmd.Type), false)}
-		if ev, err := client.FindEvent(ctx, id, kinds...); err == nil {
-			k, _ := events.KindOfType(ev.Type)
-			return publish.Outcome{Kind: k, Event: ev}, nil
-		}
-	}
-	o, err := p.Wait(ctx)
+	res, err := cl.AwaitCommand(ctx, ack)
 	if err != nil {
-		if errors.Is(err, publish.ErrNoOutcome) {
-			return o, fmt.Errorf("no outcome for %s command_id=%s idempotency_key=%s within %s: is a worker running (`go run ./cmd/worker`)? follow it with `publisher events --key %s`: %w",
-				cmd.Type, cmd.CommandID, cmd.Key(), d, cmd.Key(), err)
+		if errors.Is(err, client.ErrNoOutcome) {
+			return publish.Outcome{}, fmt.Errorf("no outcome for %s command_id=%s idempotency_key=%s within %s: is a worker running (`go run ./cmd/worker`)? follow it with `publisher events --key %s`: %w",
+				ack.Type, ack.CommandID, ack.IdempotencyKey, d, ack.IdempotencyKey, err)
 		}
-		return o, err
+		return publish.Outcome{}, err
 	}
-	if o.Kind == events.Duplicate {
-		resolved, err := client.Resolve(ctx, o)
-		if err == nil {
-			o = resolved
-		}
-	}
-	return o, nil
+	return publish.OutcomeOf(res)
 }
 
 // outcomeError is nil for a success and an exit-1 error otherwise.

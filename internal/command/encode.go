@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -153,7 +154,12 @@ func (c *Command) Encode(dst []byte) ([]byte, error) {
 // and decoded, for Decode's explanation.
 func (c *Command) Check() error {
 	if c.Type == Capture || c.Type == Void {
-		if schemas.ValidateCommand(string(c.Type), c.doc()) == nil {
+		d := docs.Get().(*doc)
+		err := schemas.ValidateCommand(string(c.Type), c.fill(d))
+		clear(d.top)
+		clear(d.meta)
+		docs.Put(d)
+		if err == nil {
 			return nil
 		}
 	}
@@ -164,10 +170,18 @@ func (c *Command) Check() error {
 	return Validate(string(c.Type), data)
 }
 
-// doc is the decoded-JSON form of c: exactly the members json.Marshal
+// doc holds the maps of a decoded-JSON command, reused: Check is on the
+// hot path of a batch.
+type doc struct{ top, meta map[string]any }
+
+var docs = sync.Pool{New: func() any {
+	return &doc{top: make(map[string]any, 12), meta: make(map[string]any, 4)}
+}}
+
+// fill makes d the decoded-JSON form of c: exactly the members json.Marshal
 // writes (its omitempty rules), as the schema validator takes them.
-func (c *Command) doc() map[string]any {
-	doc := make(map[string]any, 12)
+func (c *Command) fill(d *doc) map[string]any {
+	doc := d.top
 	doc["command_id"] = c.CommandID
 	doc["type"] = string(c.Type)
 	doc["merchant_id"] = c.MerchantID
@@ -188,11 +202,10 @@ func (c *Command) doc() map[string]any {
 		doc["notes"] = c.Notes
 	}
 	if len(c.Metadata) > 0 {
-		meta := make(map[string]any, len(c.Metadata))
 		for k, v := range c.Metadata {
-			meta[k] = v
+			d.meta[k] = v
 		}
-		doc["metadata"] = meta
+		doc["metadata"] = d.meta
 	}
 	if c.OriginalTransactionTime != nil {
 		doc["original_transaction_time"] = c.OriginalTransactionTime.Format(time.RFC3339Nano)

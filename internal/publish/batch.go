@@ -14,8 +14,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/command"
-	"github.com/payworker/payworker/schemas"
+	"github.com/payworker/payworker/internal/encoded"
 )
 
 // Format is the format of a batch file.
@@ -264,12 +265,10 @@ func appendAmountPart(b []byte, a *int64) []byte {
 type builder struct {
 	o       *BatchOptions
 	scratch []byte
-	doc     map[string]any
-	meta    map[string]any
 }
 
 func newBuilder(o *BatchOptions) *builder {
-	return &builder{o: o, scratch: make([]byte, 0, 1024), doc: make(map[string]any, 12), meta: make(map[string]any, 4)}
+	return &builder{o: o, scratch: make([]byte, 0, 1024)}
 }
 
 // build converts the raw fields of a row into a command, fills in the
@@ -278,6 +277,14 @@ func newBuilder(o *BatchOptions) *builder {
 // it. It returns the problems of a bad row, after those found while reading
 // it (prior), whose fields it does not report again.
 func (b *builder) build(f *fields, cmd *command.Command, prior []RowProblem, schema bool) (data []byte, problems []RowProblem) {
+	data, _, problems = b.encode(f, cmd, prior, schema)
+	return data, problems
+}
+
+// encode is build, which also returns the command as the public client
+// publishes it when schema is false (a row checked before, about to be
+// published).
+func (b *builder) encode(f *fields, cmd *command.Command, prior []RowProblem, schema bool) (data []byte, enc *client.Encoded, problems []RowProblem) {
 	o := b.o
 	*cmd = command.Command{
 		CommandID:      f.vals[fCommandID],
@@ -374,68 +381,26 @@ func (b *builder) build(f *fields, cmd *command.Command, prior []RowProblem, sch
 		}
 	}
 	if len(problems) > 0 {
-		return nil, problems
+		return nil, nil, problems
 	}
 	b.scratch = appendCommand(b.scratch[:0], cmd)
 	if len(b.scratch) > command.MaxSize {
-		return nil, []RowProblem{problemf("", "the command is %d bytes of JSON, at most %d allowed", len(b.scratch), command.MaxSize)}
+		return nil, nil, []RowProblem{problemf("", "the command is %d bytes of JSON, at most %d allowed", len(b.scratch), command.MaxSize)}
 	}
-	return bytes.Clone(b.scratch), nil
+	data = bytes.Clone(b.scratch)
+	if !schema {
+		// A row checked by the first pass, about to be published: handed
+		// to the public client, which publishes it, without a second check
+		// (ReadBatch proves the rows are the ones checked).
+		c := *cmd
+		return data, encoded.Checked(&c, data).(*client.Encoded), nil
+	}
+	return data, nil, nil
 }
 
-// validate checks cmd against the command schema of its type. The document
-// is built from the command as json.Marshal would write it, so that no JSON
-// is encoded and parsed again; a command that fails is checked once more by
-// command.Validate on its JSON, whose error names each field and rule.
-func (b *builder) validate(cmd *command.Command) error {
-	if cmd.Type == command.Capture || cmd.Type == command.Void {
-		clear(b.doc)
-		clear(b.meta)
-		if schemas.ValidateCommand(string(cmd.Type), commandDoc(b.doc, b.meta, cmd)) == nil {
-			return nil
-		}
-	}
-	data, err := json.Marshal(cmd)
-	if err != nil {
-		return err
-	}
-	return command.Validate(string(cmd.Type), data)
-}
-
-// commandDoc fills doc with the decoded-JSON form of cmd: exactly the
-// members json.Marshal writes (its omitempty rules), as the schema validator
-// takes them. meta is the (empty) map for the metadata.
-func commandDoc(doc, meta map[string]any, cmd *command.Command) map[string]any {
-	doc["command_id"] = cmd.CommandID
-	doc["type"] = string(cmd.Type)
-	doc["merchant_id"] = cmd.MerchantID
-	doc["transaction_id"] = cmd.TransactionID
-	if cmd.IdempotencyKey != "" {
-		doc["idempotency_key"] = cmd.IdempotencyKey
-	}
-	if cmd.Amount != nil {
-		doc["amount"] = *cmd.Amount
-	}
-	if cmd.Currency != "" {
-		doc["currency"] = cmd.Currency
-	}
-	if cmd.Gateway != "" {
-		doc["gateway"] = cmd.Gateway
-	}
-	if cmd.Notes != "" {
-		doc["notes"] = cmd.Notes
-	}
-	if len(cmd.Metadata) > 0 {
-		for k, v := range cmd.Metadata {
-			meta[k] = v
-		}
-		doc["metadata"] = meta
-	}
-	if cmd.OriginalTransactionTime != nil {
-		doc["original_transaction_time"] = cmd.OriginalTransactionTime.Format(time.RFC3339Nano)
-	}
-	return doc
-}
+// validate checks cmd against the command schema of its type, as the
+// worker would its JSON (command.Command.Check).
+func (b *builder) validate(cmd *command.Command) error { return cmd.Check() }
 
 // schemaProblems turns a command validation error into problems.
 func schemaProblems(err error) []RowProblem {

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/command"
 )
 
@@ -29,6 +30,9 @@ type Row struct {
 	// Data is the command's JSON when the row is valid. It is the caller's
 	// to keep (it is not reused).
 	Data []byte
+	// Enc is the command as the public client publishes it (its JSON is
+	// Data), for the rows ReadBatch hands over; nil from CheckBatch.
+	Enc *client.Encoded
 	// Err lists the row's problems; nil for a valid row.
 	Err *RowError
 }
@@ -208,12 +212,12 @@ func scanBatch(ctx context.Context, r io.Reader, o BatchOptions, d *BatchDigest,
 							break
 						}
 						_, wasBad := slices.BinarySearch(recorded, raw.line)
-						data, problems := b.build(&f, &row.Cmd, problems, !verify || wasBad)
+						data, enc, problems := b.encode(&f, &row.Cmd, problems, !verify || wasBad)
 						if len(problems) > 0 {
 							row.Err = &RowError{Line: raw.line, Problems: problems}
 							break
 						}
-						row.Data = data
+						row.Data, row.Enc = data, enc
 					}
 					h.Write(strconv.AppendInt(num[:0], int64(raw.line), 10))
 					if row.Err != nil {

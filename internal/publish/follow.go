@@ -5,18 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
+	"github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/events"
 	"github.com/payworker/payworker/internal/streams"
 )
 
 // ErrBadType is returned by Filter.Subject for a --type that is not an event
-// kind, a CloudEvents type or a subject pattern.
-var ErrBadType = errors.New("not an event kind or subject pattern")
+// kind, a CloudEvents type or a subject pattern (the public client's
+// ErrBadFilter).
+var ErrBadType = client.ErrBadFilter
 
 // Filter selects result events. Empty fields match everything.
 type Filter struct {
@@ -33,31 +32,15 @@ type Filter struct {
 	IdempotencyKey string
 }
 
+// public is f as the public client's filter.
+func (f Filter) public() client.Filter {
+	return client.Filter{Type: f.Type, MerchantID: f.MerchantID, TransactionID: f.TransactionID, IdempotencyKey: f.IdempotencyKey}
+}
+
 // Subject returns the subject filter of f.Type under the events prefix of
 // cfg: the event wildcard when Type is empty.
 func (f Filter) Subject(cfg streams.Config) (string, error) {
-	t := strings.TrimSpace(f.Type)
-	if t == "" {
-		return cfg.EventWildcard(), nil
-	}
-	if k, ok := events.KindOfType(t); ok {
-		return cfg.EventSubject(string(k)), nil
-	}
-	tokens := strings.Split(t, ".")
-	for i, tok := range tokens {
-		switch {
-		case tok == "":
-			return "", fmt.Errorf("type %q: empty token: %w", f.Type, ErrBadType)
-		case tok == ">" && i != len(tokens)-1:
-			return "", fmt.Errorf("type %q: '>' must be the last token: %w", f.Type, ErrBadType)
-		case tok != "*" && tok != ">" && strings.ContainsAny(tok, "*> \t\r\n"):
-			return "", fmt.Errorf("type %q: bad token %q: %w", f.Type, tok, ErrBadType)
-		}
-	}
-	if len(tokens) == 1 && tokens[0] != "*" && tokens[0] != ">" {
-		t += ".>"
-	}
-	return cfg.EventSubject(t), nil
+	return f.public().Subject(PublicStreams(cfg))
 }
 
 // Matches reports whether e passes the data filters of f (MerchantID,
@@ -72,9 +55,9 @@ func (f Filter) Matches(e events.Event) bool {
 // FollowOptions says where Follow starts, what it selects and when it stops.
 type FollowOptions struct {
 	Filter Filter
-	// All starts at the first stored event; otherwise Since, when set, starts
-	// at the first event stored at or after it; otherwise only events stored
-	// from now on are delivered.
+	// All starts at the first stored event; otherwise Since, when set,
+	// starts at the first event stored at or after it; otherwise only
+	// events stored from now on are delivered.
 	All   bool
 	Since time.Time
 	// Limit stops Follow after that many matching events; 0 follows until ctx
@@ -95,68 +78,63 @@ type Received struct {
 	Err error
 }
 
-// Follow reads the events stream with an ordered consumer, in stream order,
-// and calls fn for each event that passes o.Filter. It returns nil after
-// o.Limit events, the error of fn when fn fails, and ctx's error when ctx
-// ends (Ctrl-C): a follower that is stopped is not a failure, so callers
-// usually treat context.Canceled as success.
+// Follow reads the events stream with the public client's Events (an
+// ordered consumer), in stream order, and calls fn for each event that
+// passes o.Filter. It returns nil after o.Limit events, the error of fn
+// when fn fails, and ctx's error when ctx ends (Ctrl-C): a follower that is
+// stopped is not a failure, so callers usually treat context.Canceled as
+// success.
 func (c *Client) Follow(ctx context.Context, o FollowOptions, fn func(Received) error) error {
-	subject, err := o.Filter.Subject(c.streams)
-	if err != nil {
+	f := o.Filter.public()
+	f.All, f.Since = o.All, o.Since
+	if _, err := f.Subject(PublicStreams(c.streams)); err != nil {
 		return err
 	}
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject},
-		DeliverPolicy:  jetstream.DeliverNewPolicy,
-	}
-	switch {
-	case o.All:
-		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
-	case !o.Since.IsZero():
-		since := o.Since
-		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
-		cfg.OptStartTime = &since
-	}
-	cons, err := c.js.OrderedConsumer(ctx, c.streams.Events, cfg)
-	if err != nil {
-		return fmt.Errorf("follow events: %w", c.streamErr(err))
-	}
-	defer c.deleteConsumer(cons)()
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("follow events: %w", err)
-	}
-	defer it.Stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	n := 0
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+	for ev, err := range c.cl.Events(ctx, f) {
+		var r Received
+		var de *client.DecodeError
+		switch {
+		case errors.As(err, &de):
+			r = Received{Subject: de.Subject, Sequence: de.Sequence, Err: err}
+		case err != nil:
+			return err
+		default:
+			r, err = received(c.streams, ev)
+			if err != nil {
+				r.Err = err
 			}
-			return fmt.Errorf("follow events: %w", err)
-		}
-		r := Received{Subject: msg.Subject(), Raw: msg.Data()}
-		if md, err := msg.Metadata(); err == nil {
-			r.Sequence = md.Sequence.Stream
-		}
-		if err := json.Unmarshal(r.Raw, &r.Event); err != nil {
-			r.Event = events.Event{}
-			r.Err = fmt.Errorf("event at sequence %d: %w", r.Sequence, err)
-			if err := fn(r); err != nil {
-				return err
-			}
-			continue
-		}
-		if !o.Filter.Matches(r.Event) {
-			continue
 		}
 		if err := fn(r); err != nil {
 			return err
 		}
-		n++
-		if o.Limit > 0 && n >= o.Limit {
-			return nil
+		if r.Err == nil {
+			if n++; o.Limit > 0 && n >= o.Limit {
+				return nil
+			}
 		}
 	}
+	return ctx.Err()
+}
+
+// received is a public client's event as Follow hands it over.
+func received(cfg streams.Config, ev client.Event) (Received, error) {
+	r := Received{Subject: cfg.EventSubject(string(ev.Kind())), Sequence: ev.Sequence, Raw: ev.JSON()}
+	e, err := EventOf(ev)
+	if err != nil {
+		return r, fmt.Errorf("event at sequence %d: %w", ev.Sequence, err)
+	}
+	r.Event = e
+	return r, nil
+}
+
+// EventOf returns a public client's event as the events package has it.
+func EventOf(ev client.Event) (events.Event, error) {
+	var e events.Event
+	if err := json.Unmarshal(ev.JSON(), &e); err != nil {
+		return events.Event{}, err
+	}
+	return e, nil
 }

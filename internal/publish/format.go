@@ -1,10 +1,12 @@
 package publish
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/events"
 )
 
@@ -130,4 +132,26 @@ func (o Outcome) Line() string {
 		l.kv("duplicate_event_id", o.Event.ID)
 	}
 	return l.b.String()
+}
+
+// OutcomeOf returns a public client's result as an Outcome: the deciding
+// event, and for a duplicate the original outcome when the client found it.
+func OutcomeOf(r client.Result) (Outcome, error) {
+	ev, err := EventOf(client.EventOf(r))
+	if err != nil {
+		return Outcome{}, err
+	}
+	k, ok := events.KindOfType(ev.Type)
+	if !ok {
+		return Outcome{}, fmt.Errorf("event %s: unknown type %q", ev.ID, ev.Type)
+	}
+	o := Outcome{Kind: k, Event: ev}
+	if d, ok := r.(*client.Duplicate); ok && d.Original != nil {
+		orig, err := EventOf(client.EventOf(d.Original))
+		if err != nil {
+			return Outcome{}, err
+		}
+		o.Original = &orig
+	}
+	return o, nil
 }

@@ -2,28 +2,37 @@ package publish
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
+	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/streams"
 )
 
 // Client publishes commands to, and reads events from, the streams named by
-// Streams. It is safe for concurrent use.
+// Streams. It is safe for concurrent use. The wire format of commands
+// (subject, headers, JSON) is the public client package's, which it wraps.
 type Client struct {
 	js      jetstream.JetStream
 	streams streams.Config
+	cl      *client.Client
 }
 
 // NewClient returns a Client over js for the streams of cfg.
 func NewClient(js jetstream.JetStream, cfg streams.Config) *Client {
-	return &Client{js: js, streams: cfg}
+	return &Client{js: js, streams: cfg, cl: client.New(js, client.WithStreams(PublicStreams(cfg)))}
 }
+
+// PublicStreams returns the public client's names of the streams of cfg.
+func PublicStreams(cfg streams.Config) client.Streams {
+	return client.Streams{Prefix: cfg.Prefix, Commands: cfg.Commands, Events: cfg.Events}
+}
+
+// Client returns the public client over the same connection and streams.
+func (c *Client) Client() *client.Client { return c.cl }
 
 // Streams returns the stream configuration the client uses.
 func (c *Client) Streams() streams.Config { return c.streams }
@@ -48,44 +57,77 @@ type Ack struct {
 	Duplicate bool
 }
 
-// Encode returns the JSON of cmd after checking it with command.Validate, so
-// that nothing the worker would reject is ever published. An invalid command
-// gives an error that matches command.ErrInvalid and holds a
-// *command.InvalidError naming each field at fault.
-func Encode(cmd *command.Command) ([]byte, error) {
-	data, err := json.Marshal(cmd)
-	if err != nil {
-		return nil, fmt.Errorf("encode command: %w", err)
+// Typed returns cmd as the public client's Capture or Void. A command of
+// another type gives the worker's *command.InvalidError for it.
+func Typed(cmd *command.Command) (client.Command, error) {
+	var at time.Time
+	if cmd.OriginalTransactionTime != nil {
+		at = *cmd.OriginalTransactionTime
 	}
-	if err := command.Validate(string(cmd.Type), data); err != nil {
-		return nil, fmt.Errorf("invalid %s command: %w", cmd.Type, err)
+	switch cmd.Type {
+	case command.Capture:
+		return client.Capture{CommandID: cmd.CommandID, IdempotencyKey: cmd.IdempotencyKey, MerchantID: cmd.MerchantID,
+			TransactionID: cmd.TransactionID, Amount: cmd.AmountValue(), Currency: cmd.Currency, Gateway: cmd.Gateway,
+			Notes: cmd.Notes, Metadata: cmd.Metadata, OriginalTransactionTime: at}, nil
+	case command.Void:
+		return client.Void{CommandID: cmd.CommandID, IdempotencyKey: cmd.IdempotencyKey, MerchantID: cmd.MerchantID,
+			TransactionID: cmd.TransactionID, Amount: cmd.AmountValue(), Currency: cmd.Currency, Gateway: cmd.Gateway,
+			Notes: cmd.Notes, Metadata: cmd.Metadata, OriginalTransactionTime: at}, nil
 	}
-	return data, nil
+	return nil, cmd.Check()
 }
 
-// Publish validates cmd (see Encode) and publishes it on the subject of its
-// type with the header Nats-Msg-Id = command_id, and returns once JetStream
-// has stored it. Publishing the same command_id twice within the stream's
-// duplicate window stores it once (Ack.Duplicate on the second). A different
+// Encode returns the JSON of cmd, as the public client publishes it, after
+// checking it as the worker would, so that nothing the worker would reject
+// is ever published. An invalid command gives an error that matches
+// command.ErrInvalid and holds a *command.InvalidError naming each field at
+// fault. An amount of 0 is checked as absent, as the client sends it.
+func Encode(cmd *command.Command) ([]byte, error) {
+	enc, err := EncodeCommand(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return enc.JSON(), nil
+}
+
+// EncodeCommand is Encode, returning the command as the public client
+// publishes it.
+func EncodeCommand(cmd *command.Command) (*client.Encoded, error) {
+	enc, err := encode(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("invalid %s command: %w", cmd.Type, err)
+	}
+	return enc, nil
+}
+
+func encode(cmd *command.Command) (*client.Encoded, error) {
+	t, err := Typed(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if cmd.Amount != nil && *cmd.Amount == 0 || cmd.CommandID == "" {
+		// The client leaves a zero amount out, and makes up a missing
+		// command id; the worker would be told about either.
+		return nil, cmd.Check()
+	}
+	return client.Encode(t)
+}
+
+// Publish validates cmd (see Encode) and publishes it with the public
+// client (client.Client.Publish): on the subject of its type with the
+// header Nats-Msg-Id = command_id, and returns once JetStream has stored
+// it. Publishing the same command_id twice within the stream's duplicate
+// window stores it once (Ack.Duplicate on the second). A different
 // command_id with the same idempotency key is stored and is answered by the
 // worker with the key's outcome (a command.duplicate event).
 func (c *Client) Publish(ctx context.Context, cmd *command.Command) (Ack, error) {
-	data, err := Encode(cmd)
+	enc, err := EncodeCommand(cmd)
 	if err != nil {
 		return Ack{}, err
 	}
-	msg := &nats.Msg{
-		Subject: c.streams.CommandSubject(string(cmd.Type)),
-		Header:  nats.Header{},
-		Data:    data,
-	}
-	msg.Header.Set(jetstream.MsgIDHeader, cmd.CommandID)
-	ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(c.streams.Commands))
+	ack, err := c.cl.Publish(ctx, enc)
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoStreamResponse) {
-			err = fmt.Errorf("%w (%w)", streams.ErrNotProvisioned, err)
-		}
-		return Ack{}, fmt.Errorf("publish %s command %s: %w", cmd.Type, cmd.CommandID, err)
+		return Ack{}, err
 	}
 	return Ack{Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
 }
