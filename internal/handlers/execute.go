@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -21,6 +22,9 @@ const (
 	// verdictAbandoned: Config.TestHook "killed" the worker between two
 	// attempts; the message is left unsettled.
 	verdictAbandoned
+	// verdictPaused: the gateway's circuit is open and the outage is young:
+	// the command waits it out in JetStream (see protect.go).
+	verdictPaused
 )
 
 // execution is what the attempts of one command came to.
@@ -38,6 +42,13 @@ type execution struct {
 	detail string
 	first  time.Time
 	last   time.Time
+	// paced is the time spent waiting for turns in the gateway's rate
+	// limit: not counted in the budget.
+	paced time.Duration
+	// refused: the last call asked for was refused by the open circuit.
+	refused bool
+	// pause is how long a paused command waits in JetStream.
+	pause time.Duration
 }
 
 // finding is what a status answer says of an operation we may have made.
@@ -136,9 +147,13 @@ func reconcile(req gateway.Request, st gateway.Status) (finding, string) {
 // one took effect. Until a status answer settles it, the decline is not
 // believed; if none does within the budget, the command is dead-lettered as
 // outcome_unknown, never marked failed.
+//
+// Every call, status calls included, is first admitted by the gateway's
+// circuit breaker and rate limit (protect.go).
 func (h *Handler) execute(ctx context.Context, gwName string, gw Gateway, req gateway.Request, uncertain, settle bool) execution {
 	ex := execution{uncertain: uncertain, first: h.cfg.Now()}
 	b := h.backOff()
+	g := h.guard(gwName)
 	everUncertain := uncertain
 	// unclearAt is when the last call that may still be settling at the
 	// gateway ended; zero when none.
@@ -163,7 +178,15 @@ func (h *Handler) execute(ctx context.Context, gwName string, gw Gateway, req ga
 					return ex
 				}
 			}
+			permit, ok := h.admit(ctx, g, b, &ex, gwName, req)
+			if !ok {
+				if ex.verdict != 0 {
+					return ex
+				}
+				continue
+			}
 			st, err := h.status(ctx, gwName, gw, req, &ex)
+			permit.Done(statusHealth(ctx, err))
 			if err != nil {
 				h.obs.Reconciled(gwName, "unknown")
 				if !h.wait(ctx, b, &ex, 0, gwName, req, "status_unknown") {
@@ -213,7 +236,15 @@ func (h *Handler) execute(ctx context.Context, gwName string, gw Gateway, req ga
 		if ex.attempts >= h.cfg.Retry.MaxAttempts {
 			return h.giveUp(ex)
 		}
+		permit, ok := h.admit(ctx, g, b, &ex, gwName, req)
+		if !ok {
+			if ex.verdict != 0 {
+				return ex
+			}
+			continue
+		}
 		res := h.attempt(ctx, gwName, gw, req, &ex)
+		permit.Done(attemptHealth(ctx, res))
 		ex.result = res
 		switch res.Outcome {
 		case gateway.Succeeded:
@@ -239,7 +270,15 @@ func (h *Handler) execute(ctx context.Context, gwName string, gw Gateway, req ga
 				return ex
 			}
 		default: // Retryable
-			if !h.wait(ctx, b, &ex, res.RetryAfter, gwName, req, retryReason(res)) {
+			floor := res.RetryAfter
+			if res.HTTPStatus == http.StatusTooManyRequests && g.pacer != nil {
+				// The pacer holds every worker's calls to the gateway back
+				// for the Retry-After, and this command's next attempt
+				// waits its turn there, outside its budget.
+				g.pacer.Slow(ctx, res.RetryAfter)
+				floor = 0
+			}
+			if !h.wait(ctx, b, &ex, floor, gwName, req, retryReason(res)) {
 				return ex
 			}
 		}
@@ -272,12 +311,15 @@ func (h *Handler) status(ctx context.Context, gwName string, gw Gateway, req gat
 
 // wait sleeps before the next attempt: the backoff's next interval, at least
 // floor (a Retry-After), at most what is left of the budget; a floor beyond
-// the budget ends the attempts at once. It returns false,
-// with the verdict set, when the budget is spent or ctx ends.
+// the budget ends the attempts at once, and so does a next interval that
+// would end past it. It returns false, with the verdict set, when the budget
+// is spent or ctx ends. The budget's clock leaves out the time spent waiting
+// for turns in the rate limit.
 func (h *Handler) wait(ctx context.Context, b backoff.BackOff, ex *execution, floor time.Duration, gwName string, req gateway.Request, reason string) bool {
 	next := b.NextBackOff()
-	left := h.cfg.Retry.MaxElapsed - h.cfg.Now().Sub(ex.first)
-	if next == backoff.Stop || left <= 0 || ex.attempts >= h.cfg.Retry.MaxAttempts {
+	spent := h.cfg.Now().Sub(ex.first) - ex.paced
+	left := h.cfg.Retry.MaxElapsed - spent
+	if next == backoff.Stop || spent+next > h.cfg.Retry.MaxElapsed || left <= 0 || ex.attempts >= h.cfg.Retry.MaxAttempts {
 		*ex = h.giveUp(*ex)
 		return false
 	}
@@ -301,13 +343,18 @@ func (h *Handler) wait(ctx context.Context, b backoff.BackOff, ex *execution, fl
 }
 
 // giveUp ends the attempts at the end of the budget: a dead letter, marked
-// outcome_unknown when the last word on the operation is uncertain.
+// outcome_unknown when the last word on the operation is uncertain, and
+// gateway_unavailable when the open circuit refused the last call.
 func (h *Handler) giveUp(ex execution) execution {
 	ex.verdict = verdictDeadLetter
-	if ex.uncertain {
+	switch {
+	case ex.uncertain:
 		ex.reason = "outcome_unknown"
 		ex.detail = "the gateway's answer was unknown and its status could not be confirmed within the retry budget"
-	} else {
+	case ex.refused:
+		ex.reason = "gateway_unavailable"
+		ex.detail = "the gateway's circuit stayed open (its calls failing for every command) past the outage wait and the retry budget"
+	default:
 		ex.reason = "retries_exhausted"
 		ex.detail = "the gateway did not accept the operation within the retry budget"
 	}
@@ -319,12 +366,13 @@ func (h *Handler) giveUp(ex execution) execution {
 	return ex
 }
 
-// backOff is exponential with ±50% jitter, bounded by the retry budget.
+// backOff is exponential with ±50% jitter. The retry budget bounds it in
+// wait, whose clock leaves out the turns waited in the rate limit.
 func (h *Handler) backOff() backoff.BackOff {
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(h.cfg.Retry.Initial),
 		backoff.WithMaxInterval(h.cfg.Retry.Max),
-		backoff.WithMaxElapsedTime(h.cfg.Retry.MaxElapsed),
+		backoff.WithMaxElapsedTime(0),
 		backoff.WithRandomizationFactor(0.5),
 		backoff.WithMultiplier(2),
 		backoff.WithClockProvider(clockFunc(h.cfg.Now)),

@@ -48,7 +48,8 @@ type delivery struct {
 //   - terminated when it is invalid or conflicts with its key, after its DLQ
 //     copy and its rejected event are stored;
 //   - NakWithDelay'd when its key or transaction is busy, or the store cannot
-//     be reached (no gateway call is made then);
+//     be reached (no gateway call is made then), or its gateway's circuit is
+//     open (its key released, see protect.go);
 //   - Nak'd for immediate redelivery elsewhere when ctx ends before it is done.
 func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 	start := h.cfg.Now()
@@ -176,6 +177,8 @@ func (h *Handler) run(ctx context.Context, d *delivery, uncertain, settle bool) 
 		h.finish(ctx, fin, d, ex)
 	case verdictDeadLetter:
 		h.deadLetter(ctx, fin, d, ex)
+	case verdictPaused:
+		h.pause(fin, d, ex)
 	case verdictAborted:
 		lost := errors.Is(context.Cause(work), errLeaseLost)
 		if !lost {

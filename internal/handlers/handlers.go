@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/payworker/payworker/internal/breaker"
 	"github.com/payworker/payworker/internal/gateway"
 	"github.com/payworker/payworker/internal/idempotency"
 	"github.com/payworker/payworker/internal/streams"
@@ -79,6 +80,14 @@ type Config struct {
 	// gateway is still processing is not read as "not applied". A gateway
 	// missing from the map has none.
 	Settle map[string]time.Duration
+	// Breakers maps a gateway to its circuit breaker and Limiters to the
+	// pacer of its rate limit; a gateway missing from either has none (see
+	// protect.go). OutageWait is GATEWAY_OUTAGE_WAIT: for how long after a
+	// gateway's circuit opened its commands wait the outage out in
+	// JetStream without spending their retry budget; 0 never pauses them.
+	Breakers   map[string]*breaker.Breaker
+	Limiters   map[string]Limiter
+	OutageWait time.Duration
 	// Lease is the idempotency lease; it is renewed every Lease/3 while work runs.
 	Lease time.Duration
 	// AckWait is the consumer's ack wait; InProgress is sent every AckWait/3.
