@@ -23,19 +23,24 @@ const (
 
 // Faults is the misbehaviour the sandbox injects. Only the payment, capture
 // and void endpoints are faulted (SIBS's payment, capture and cancellation
-// too), and the status endpoints too when FaultStatus is set.
+// too), and the status endpoints too when FaultStatus is set; only those of
+// one gateway when Gateway names it. RateLimit is the exception: like a real
+// gateway's limit it counts and refuses every call of its gateway, status
+// calls included.
 // A rate is the probability, from 0 (never) to 1 (every call), that a call
 // gets the fault. On a faulted call they are tried in this order:
 //
 //  1. Latency is waited (after Options.Latency).
 //  2. Down: the connection is closed without applying and without answering.
-//  3. RateLimitRate: 429 with a Retry-After header, not applied.
-//  4. ErrorRate: a 5xx, not applied.
-//  5. The request is read and checked; a refusal (4xx) is answered as usual.
-//  6. UnclearRate: the operation is applied on a coin toss and answered with
+//  3. RateLimit: 429 with a Retry-After header, not applied, when the
+//     gateway already answered RateLimit calls in the last second.
+//  4. RateLimitRate: 429 with a Retry-After header, not applied.
+//  5. ErrorRate: a 5xx, not applied.
+//  6. The request is read and checked; a refusal (4xx) is answered as usual.
+//  7. UnclearRate: the operation is applied on a coin toss and answered with
 //     HTTP 200, success false and response_code 680 ("result unclear"); on
 //     SIBS, HTTP 200 with statusCode "000" and paymentStatus Pending.
-//  7. ApplyThenDropRate: the operation is applied and the connection closed
+//  8. ApplyThenDropRate: the operation is applied and the connection closed
 //     without an answer.
 //
 // The zero Faults injects nothing.
@@ -57,6 +62,13 @@ type Faults struct {
 	// SIBS that does not list an authorisation's operations would; a
 	// partial capture's fate then cannot be read from status.
 	SIBSUnlisted bool
+	// Gateway, when set (GatewayPaymentOptions or GatewaySIBS), confines
+	// the faults to that gateway's endpoints: the other one works.
+	Gateway string
+	// RateLimit, when positive, is each gateway's own limit: a call that
+	// comes when RateLimit calls of its gateway were answered within the
+	// last second (a sliding window) is answered 429 with a Retry-After.
+	RateLimit int
 }
 
 type faultsJSON struct {
@@ -70,6 +82,8 @@ type faultsJSON struct {
 	UnclearRate       float64 `json:"unclear_rate,omitempty"`
 	FaultStatus       bool    `json:"fault_status,omitempty"`
 	SIBSUnlisted      bool    `json:"sibs_unlisted,omitempty"`
+	Gateway           string  `json:"gateway,omitempty"`
+	RateLimit         int     `json:"rate_limit,omitempty"`
 }
 
 // MarshalJSON encodes f with snake_case names and durations as Go duration
@@ -84,6 +98,8 @@ func (f Faults) MarshalJSON() ([]byte, error) {
 		UnclearRate:       f.UnclearRate,
 		FaultStatus:       f.FaultStatus,
 		SIBSUnlisted:      f.SIBSUnlisted,
+		Gateway:           f.Gateway,
+		RateLimit:         f.RateLimit,
 	}
 	if f.Latency != 0 {
 		j.Latency = f.Latency.String()
@@ -112,6 +128,8 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 		UnclearRate:       j.UnclearRate,
 		FaultStatus:       j.FaultStatus,
 		SIBSUnlisted:      j.SIBSUnlisted,
+		Gateway:           j.Gateway,
+		RateLimit:         j.RateLimit,
 	}
 	var err error
 	if j.Latency != "" {
@@ -131,8 +149,8 @@ func (f *Faults) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Validate reports a rate outside [0, 1], a negative duration, or an
-// ErrorStatus that is neither 0 nor a 5xx.
+// Validate reports a rate outside [0, 1], a negative duration or rate limit,
+// an ErrorStatus that is neither 0 nor a 5xx, or an unknown Gateway.
 func (f Faults) Validate() error {
 	for _, r := range []struct {
 		name string
@@ -152,6 +170,14 @@ func (f Faults) Validate() error {
 	}
 	if f.ErrorStatus != 0 && (f.ErrorStatus < 500 || f.ErrorStatus > 599) {
 		return fmt.Errorf("faults: error_status %d is not a 5xx", f.ErrorStatus)
+	}
+	switch f.Gateway {
+	case "", GatewayPaymentOptions, GatewaySIBS:
+	default:
+		return fmt.Errorf("faults: gateway %q is not %q or %q", f.Gateway, GatewayPaymentOptions, GatewaySIBS)
+	}
+	if f.RateLimit < 0 {
+		return fmt.Errorf("faults: rate_limit %d is negative", f.RateLimit)
 	}
 	return nil
 }
@@ -178,13 +204,36 @@ func (s *Sandbox) rollLocked(rate float64) bool {
 }
 
 // infrastructureFault rolls the faults that strike before the request is
-// read, and the status a 5xx fault answers.
-func (s *Sandbox) infrastructureFault(f Faults) (fault string, status int) {
+// read, and the status a 5xx fault answers: those of f when faulted, and the
+// gateway's rate limit (when scoped: f applies to the gateway) whatever the
+// endpoint. It counts the call in the gateway's traffic.
+func (s *Sandbox) infrastructureFault(f Faults, gw string, faulted, scoped bool) (fault string, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case f.Down:
+	tr := s.trafficLocked(gw)
+	now := time.Now()
+	tr.all = append(pruned(tr.all, now), now)
+	tr.Peak = max(tr.Peak, len(tr.all))
+	tr.Calls++
+	defer func() {
+		if status == http.StatusTooManyRequests {
+			tr.RateLimited++
+		}
+	}()
+	if faulted && f.Down {
 		return faultDown, 0
+	}
+	if scoped && f.RateLimit > 0 {
+		tr.answered = pruned(tr.answered, now)
+		if len(tr.answered) >= f.RateLimit {
+			return faultRateLimit, http.StatusTooManyRequests
+		}
+		tr.answered = append(tr.answered, now)
+	}
+	if !faulted {
+		return "", 0
+	}
+	switch {
 	case s.rollLocked(f.RateLimitRate):
 		return faultRateLimit, http.StatusTooManyRequests
 	case s.rollLocked(f.ErrorRate):
@@ -195,6 +244,46 @@ func (s *Sandbox) infrastructureFault(f Faults) (fault string, status int) {
 		return faultError, codes[s.rng.IntN(len(codes))]
 	}
 	return "", 0
+}
+
+// Traffic is what one gateway of the sandbox received.
+type Traffic struct {
+	// Calls counts every request to the gateway's endpoints.
+	Calls int
+	// Peak is the most requests within any one second (a sliding window).
+	Peak int
+	// RateLimited counts the requests answered 429.
+	RateLimited int
+
+	all, answered []time.Time // the last second's requests, and those answered
+}
+
+// Traffic returns what the gateway (GatewayPaymentOptions or GatewaySIBS)
+// received since the sandbox started.
+func (s *Sandbox) Traffic(gateway string) Traffic {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tr := *s.trafficLocked(gateway)
+	tr.all, tr.answered = nil, nil
+	return tr
+}
+
+func (s *Sandbox) trafficLocked(gw string) *Traffic {
+	tr := s.traffic[gw]
+	if tr == nil {
+		tr = &Traffic{}
+		s.traffic[gw] = tr
+	}
+	return tr
+}
+
+// pruned drops the times more than a second before now.
+func pruned(ts []time.Time, now time.Time) []time.Time {
+	i := 0
+	for i < len(ts) && now.Sub(ts[i]) >= time.Second {
+		i++
+	}
+	return ts[i:]
 }
 
 // answerFault answers a rate-limit or 5xx fault.

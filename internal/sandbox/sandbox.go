@@ -35,6 +35,12 @@ import (
 	"github.com/payworker/payworker/internal/gateway"
 )
 
+// Gateway names, as Faults.Gateway and Traffic take them.
+const (
+	GatewayPaymentOptions = "paymentoptions"
+	GatewaySIBS           = "sibs"
+)
+
 // Endpoint names, as counted by Calls.
 const (
 	EndpointPayment = "payment"
@@ -163,6 +169,7 @@ type Sandbox struct {
 	ops     map[string]opEntry
 	ledger  []Operation
 	calls   map[string]int
+	traffic map[string]*Traffic
 	nextRef int64
 	addr    string
 }
@@ -181,6 +188,7 @@ func New(opts Options) *Sandbox {
 		auths:   make(map[string]*authorisation),
 		ops:     make(map[string]opEntry),
 		calls:   make(map[string]int),
+		traffic: make(map[string]*Traffic),
 		nextRef: firstRef,
 	}
 }
@@ -309,9 +317,11 @@ func (s *Sandbox) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveCall serves one call of a gateway endpoint, of either gateway: it
 // counts the call, waits Options.Latency, and, unless isStatus (a status
-// endpoint) is set and Faults.FaultStatus is not, the faults' latency, then
-// rolls the faults that strike before the request is read (a drop, or an
-// answer written by writeFault in the gateway's shape). When none strikes,
+// endpoint) is set and Faults.FaultStatus is not, or the faults are confined
+// to the other gateway, the faults' latency, then rolls the faults that
+// strike before the request is read (a drop, or an answer written by
+// writeFault in the gateway's shape); the gateway's rate limit applies to
+// every call. When none strikes,
 // serve handles the request. A handler's outcome that asks for a drop
 // closes the connection. One record is logged per call.
 func (s *Sandbox) serveCall(w http.ResponseWriter, r *http.Request, endpoint string, isStatus bool,
@@ -322,7 +332,12 @@ func (s *Sandbox) serveCall(w http.ResponseWriter, r *http.Request, endpoint str
 	faults := s.faults
 	s.mu.Unlock()
 
-	faulted := !isStatus || faults.FaultStatus
+	gw := GatewayPaymentOptions
+	if strings.HasPrefix(endpoint, "sibs_") {
+		gw = GatewaySIBS
+	}
+	scoped := faults.Gateway == "" || faults.Gateway == gw
+	faulted := scoped && (!isStatus || faults.FaultStatus)
 	delay := s.opts.Latency
 	if faulted {
 		delay += faults.Latency
@@ -332,10 +347,7 @@ func (s *Sandbox) serveCall(w http.ResponseWriter, r *http.Request, endpoint str
 	}
 	rec := &recorder{ResponseWriter: w}
 	var res outcome
-	fault, code := "", 0
-	if faulted {
-		fault, code = s.infrastructureFault(faults)
-	}
+	fault, code := s.infrastructureFault(faults, gw, faulted, scoped)
 	switch fault {
 	case "":
 		res = serve(rec)
