@@ -103,7 +103,7 @@ func NewKV(ctx context.Context, js jetstream.JetStream, opts KVOptions) (*KVStor
 	if err != nil {
 		return nil, fmt.Errorf("idempotency: kv bucket %s: %w", opts.Bucket, err)
 	}
-	return &KVStore{kv: newRetryingKV(kv, opts.RequestTimeout, opts.RetryFor), now: opts.Now}, nil
+	return &KVStore{kv: newRetryingKV(js, opts.Bucket, kv, opts.RequestTimeout, opts.RetryFor), now: opts.Now}, nil
 }
 
 var b64 = base64.RawURLEncoding
@@ -130,18 +130,11 @@ type entry struct {
 	rev     uint64
 }
 
+// read reads key from the bucket's leader (retryingKV.getLeader): a
+// follower can be a write behind, and a record read missing or with an old
+// token would fence its own holder.
 func (s *KVStore) read(ctx context.Context, key string) (entry, error) {
-	e, err := s.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return entry{}, nil
-	}
-	if err != nil {
-		return entry{}, err
-	}
-	if op := e.Operation(); op == jetstream.KeyValueDelete || op == jetstream.KeyValuePurge {
-		return entry{}, nil
-	}
-	return entry{present: true, value: e.Value(), rev: e.Revision()}, nil
+	return s.kv.getLeader(ctx, key)
 }
 
 // write stores value over what read returned: Create when it was absent,

@@ -2,10 +2,12 @@ package idempotency
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -37,24 +39,42 @@ const errCodeClusterNotAvail jetstream.ErrorCode = 10008
 // as after any lost race, and may find its own write there (see
 // KVStore.claimOnce and KVScopeRegistry.Register).
 //
-// Reads may be served by a follower (the buckets allow direct gets), so a
-// read can be a little behind the leader. No decision rests on a read alone
-// being current: every write that follows from one is checked by the leader
-// against the revision read.
+// Get reads as jetstream.KeyValue does, from whichever replica answers a
+// direct get first, which can be a write behind the leader (a follower
+// applies an entry only once the leader's next message tells it the entry is
+// committed). getLeader reads from the leader: the KV store reads every
+// record and lock that way, since a decision taken without a write (busy,
+// completed, fenced) rests on the read alone.
 type retryingKV struct {
 	jetstream.KeyValue
+	nc       *nats.Conn
+	getSubj  string        // the stream's JetStream API subject STREAM.MSG.GET
+	keyPre   string        // the subject prefix of the bucket's keys
 	timeout  time.Duration // of one request
 	retryFor time.Duration // how long a call keeps sending again
 }
 
-func newRetryingKV(kv jetstream.KeyValue, timeout, retryFor time.Duration) *retryingKV {
+func newRetryingKV(js jetstream.JetStream, bucket string, kv jetstream.KeyValue, timeout, retryFor time.Duration) *retryingKV {
 	if timeout <= 0 {
 		timeout = defaultKVRequestTimeout
 	}
 	if retryFor <= 0 {
 		retryFor = defaultKVRetryFor
 	}
-	return &retryingKV{KeyValue: kv, timeout: timeout, retryFor: retryFor}
+	// The API prefix as jetstream.New, NewWithAPIPrefix and NewWithDomain
+	// make it.
+	o := js.Options()
+	prefix := o.APIPrefix
+	switch {
+	case o.Domain != "":
+		prefix = "$JS." + o.Domain + ".API."
+	case prefix == "":
+		prefix = jetstream.DefaultAPIPrefix
+	case !strings.HasSuffix(prefix, "."):
+		prefix += "."
+	}
+	return &retryingKV{KeyValue: kv, nc: js.Conn(), getSubj: prefix + "STREAM.MSG.GET.KV_" + bucket, keyPre: "$KV." + bucket + ".",
+		timeout: timeout, retryFor: retryFor}
 }
 
 // do runs request with its own timeout, again after a transient failure,
@@ -94,6 +114,61 @@ func transient(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeClusterNotAvail || apiErr.Code == http.StatusServiceUnavailable)
 }
+
+// getLeader reads the last value of key from the leader of the bucket's
+// stream: the JetStream API's STREAM.MSG.GET, which only the stream's leader
+// answers (unlike a direct get, which any replica may). Absent, deleted and
+// purged keys read as absent. It retries transient failures.
+func (r *retryingKV) getLeader(ctx context.Context, key string) (entry, error) {
+	req, err := json.Marshal(struct {
+		LastBySubject string `json:"last_by_subj"`
+	}{r.keyPre + key})
+	if err != nil {
+		return entry{}, err
+	}
+	var e entry
+	err = r.do(ctx, func(ctx context.Context) error {
+		msg, err := r.nc.RequestWithContext(ctx, r.getSubj, req)
+		if err != nil {
+			return err
+		}
+		var resp struct {
+			Error   *jetstream.APIError `json:"error"`
+			Message *struct {
+				Sequence uint64 `json:"seq"`
+				Header   []byte `json:"hdrs"`
+				Data     []byte `json:"data"`
+			} `json:"message"`
+		}
+		if err := json.Unmarshal(msg.Data, &resp); err != nil {
+			return fmt.Errorf("kv get %s: %w", key, err)
+		}
+		switch {
+		case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+			e = entry{}
+			return nil
+		case resp.Error != nil:
+			return resp.Error
+		case resp.Message == nil:
+			return fmt.Errorf("kv get %s: %w", key, jetstream.ErrInvalidJetStreamResponse)
+		}
+		e = entry{present: true, value: resp.Message.Data, rev: resp.Message.Sequence}
+		if len(resp.Message.Header) > 0 {
+			hdr, err := nats.DecodeHeadersMsg(resp.Message.Header)
+			if err != nil {
+				return fmt.Errorf("kv get %s: %w", key, err)
+			}
+			if op := hdr.Get(kvOperationHeader); op == "DEL" || op == "PURGE" {
+				e = entry{}
+			}
+		}
+		return nil
+	})
+	return e, err
+}
+
+// kvOperationHeader marks a key-value delete ("DEL") or purge ("PURGE").
+const kvOperationHeader = "KV-Operation"
 
 // Get reads key as jetstream.KeyValue.Get does, retrying transient failures.
 func (r *retryingKV) Get(ctx context.Context, key string) (e jetstream.KeyValueEntry, err error) {

@@ -48,7 +48,7 @@ func NewKVScopeRegistry(ctx context.Context, js jetstream.JetStream, bucket stri
 	if err != nil {
 		return nil, fmt.Errorf("idempotency: scope registry bucket %s: %w", bucket, err)
 	}
-	return &KVScopeRegistry{kv: newRetryingKV(kv, 0, 0)}, nil
+	return &KVScopeRegistry{kv: newRetryingKV(js, bucket, kv, 0, 0)}, nil
 }
 
 type scopeEntry struct {

@@ -67,21 +67,24 @@ func StartNATSCluster(t testing.TB, n int) *NATSCluster {
 	}
 	c := &NATSCluster{Name: "payworker-test", t: t}
 	root := t.TempDir()
+	ports := freePorts(t, 2*n)
 	for i := range n {
 		c.nodes = append(c.nodes, &clusterNode{
 			name:        fmt.Sprintf("n%d", i+1),
 			storeDir:    filepath.Join(root, fmt.Sprintf("n%d", i+1)),
-			clientPort:  FreePort(t),
-			clusterPort: FreePort(t),
+			clientPort:  ports[2*i],
+			clusterPort: ports[2*i+1],
 			out:         make(map[string]*routeProxy),
 		})
 	}
+	// The proxies listen on ports of their own, taken before the servers
+	// bind theirs: none can take a server's.
 	for _, from := range c.nodes {
 		for _, to := range c.nodes {
 			if from == to {
 				continue
 			}
-			p, err := startRouteProxy(net.JoinHostPort("127.0.0.1", strconv.Itoa(to.clusterPort)))
+			p, err := startRouteProxy(net.JoinHostPort("127.0.0.1", strconv.Itoa(to.clusterPort)), ports)
 			if err != nil {
 				t.Fatalf("route proxy %s→%s: %v", from.name, to.name, err)
 			}
@@ -136,9 +139,9 @@ func (c *NATSCluster) start(nd *clusterNode) {
 		c.t.Fatalf("nats server %s: %v", nd.name, err)
 	}
 	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
+	if !srv.ReadyForConnections(20 * time.Second) {
 		srv.Shutdown()
-		c.t.Fatalf("nats server %s: not ready after 10s", nd.name)
+		c.t.Fatalf("nats server %s: not ready after 20s (client port %d, cluster port %d)", nd.name, nd.clientPort, nd.clusterPort)
 	}
 	c.mu.Lock()
 	nd.srv = srv
@@ -270,7 +273,9 @@ func (c *NATSCluster) Restart(name string) {
 }
 
 // WaitJetStream waits until the running servers have a JetStream meta
-// leader and each is current with it.
+// leader, each is current with it, and the leader can place streams on
+// every one of them (it has their statistics: until then it refuses to
+// place R3 on three servers).
 func (c *NATSCluster) WaitJetStream(timeout time.Duration) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -283,16 +288,18 @@ func (c *NATSCluster) WaitJetStream(timeout time.Duration) {
 			}
 		}
 		c.mu.Unlock()
-		leader, current := false, true
+		placeable, current := 0, true
 		for _, s := range running {
-			leader = leader || s.JetStreamIsLeader()
+			if s.JetStreamIsLeader() {
+				placeable = len(s.JetStreamClusterPeers())
+			}
 			current = current && s.JetStreamIsCurrent()
 		}
-		if leader && current {
+		if placeable == len(running) && current {
 			return
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("nats cluster: no JetStream meta leader with every server current after %v", timeout)
+			c.t.Fatalf("nats cluster: no JetStream meta leader with every server current and known after %v", timeout)
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
@@ -355,6 +362,21 @@ func streamInfo(ctx context.Context, js jetstream.JetStream, stream string) (*je
 	return s.Info(ctx)
 }
 
+// freePorts returns n distinct loopback ports that were free a moment ago.
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		defer l.Close() // all held until all are chosen: they are distinct
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
 // routeProxy forwards the TCP connections made to it to one address. Cut
 // closes them all, and the ones made while it stays cut, as a crashed
 // server's peer sees its connections end.
@@ -369,10 +391,20 @@ type routeProxy struct {
 	wg     sync.WaitGroup
 }
 
-func startRouteProxy(target string) (*routeProxy, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+// startRouteProxy listens on a free port not among avoid, and forwards to
+// target.
+func startRouteProxy(target string, avoid []int) (*routeProxy, error) {
+	var ln net.Listener
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(avoid, l.Addr().(*net.TCPAddr).Port) {
+			ln = l
+			break
+		}
+		defer l.Close() // held until a port is found, so it is not offered again
 	}
 	p := &routeProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
 	p.wg.Add(1)
