@@ -146,12 +146,13 @@ func (c *Command) Encode(dst []byte) ([]byte, error) {
 	return out, nil
 }
 
-// Check reports whether the JSON of c (json.Marshal, or AppendJSON) is a
-// valid command on the subject of c.Type: nil exactly when Validate would
-// accept it, and otherwise Validate's *InvalidError, with the same problems
-// and texts. It checks a document built from c's fields, so a valid command
-// costs no JSON encoding or parsing; only a command that fails is encoded
-// and decoded, for Decode's explanation.
+// Check reports whether the JSON of c (json.Marshal, or AppendJSON) passes
+// the command schema of c.Type: nil exactly when Validate would accept it,
+// size aside (Encode checks that too), and otherwise Validate's
+// *InvalidError, with the same problems and texts. It checks a document
+// built from c's fields, so a valid command costs no JSON encoding or
+// parsing; only a command that fails is encoded and decoded, for Decode's
+// explanation.
 func (c *Command) Check() error {
 	if c.Type == Capture || c.Type == Void {
 		d := docs.Get().(*doc)
