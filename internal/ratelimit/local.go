@@ -6,25 +6,32 @@ import (
 	"math"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // Local paces the calls of this worker to one gateway at its share of the
-// fleet's rate: floor(Rate ÷ workers), Margin under it, with
-// golang.org/x/time/rate and a burst of one. Each worker's calls are evenly
-// spaced, so in any second each makes at most its share and the fleet at
-// most the rate, however their schedules line up. The number of workers is
-// told by SetWorkers (internal/fleet counts the live ones); a 429 slows
-// every worker through the Broadcast it is given.
+// fleet's rate: floor(Rate ÷ workers), Margin under it. Each worker keeps
+// its calls at least that far apart, so in any second each makes at most its
+// share and the fleet at most the rate, however their schedules line up.
+// The number of workers is told by SetWorkers (internal/fleet counts the
+// live ones); a 429 slows every worker through the Broadcast it is given.
+//
+// The schedule is the same GCRA as the Redis pacer's, kept in the process
+// and counted from when each call actually goes. golang.org/x/time/rate
+// counts from when each call was due instead: a caller that wakes late is
+// followed at once by the next one, and the calls bunch up, so a second
+// seen by the gateway can hold one call too many.
 type Local struct {
 	rate      int
-	lim       *rate.Limiter
 	onWait    func(time.Duration)
 	broadcast func(ctx context.Context, until time.Time)
+	// turn is held by the caller waiting on the schedule.
+	turn chan struct{}
 
 	mu        sync.Mutex
 	workers   int
+	interval  time.Duration
+	burst     int
+	tat       time.Time // theoretical arrival time of the next call
 	slowUntil time.Time
 }
 
@@ -48,20 +55,25 @@ func NewLocal(o LocalOptions) *Local {
 	if o.Rate <= 0 {
 		panic(fmt.Sprintf("ratelimit: rate %d is not positive", o.Rate))
 	}
-	l := &Local{rate: o.Rate, onWait: o.OnWait, broadcast: o.Broadcast, lim: rate.NewLimiter(0, 1)}
+	l := &Local{rate: o.Rate, onWait: o.OnWait, broadcast: o.Broadcast, turn: make(chan struct{}, 1)}
 	l.SetWorkers(max(o.Workers, 1))
 	return l
 }
 
 // Share is this worker's pace for n workers, in calls per second.
 func Share(limit, n int) float64 {
+	return perWorker(limit, n) * (1 - Margin)
+}
+
+// perWorker is a worker's whole share of limit among n workers.
+func perWorker(limit, n int) float64 {
 	per := math.Floor(float64(limit) / float64(max(n, 1)))
 	if per < 1 {
 		// More workers than calls per second: each keeps an even share,
 		// and a second may hold up to one call per worker.
 		per = float64(limit) / float64(n)
 	}
-	return per * (1 - Margin)
+	return per
 }
 
 // SetWorkers sets the number of live workers sharing the rate.
@@ -73,7 +85,8 @@ func (l *Local) SetWorkers(n int) {
 		return
 	}
 	l.workers = n
-	l.lim.SetLimit(rate.Limit(Share(l.rate, n)))
+	l.interval = time.Duration(float64(time.Second) / Share(l.rate, n))
+	l.burst = burst(perWorker(l.rate, n))
 }
 
 // Workers is the number of workers the pace is shared by.
@@ -91,29 +104,31 @@ func (l *Local) Wait(ctx context.Context) error {
 			l.onWait(time.Since(start))
 		}
 	}()
+	select {
+	case l.turn <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-l.turn }()
 	for {
 		l.mu.Lock()
-		held := time.Until(l.slowUntil)
-		l.mu.Unlock()
-		if held > 0 {
-			if err := sleep(ctx, held); err != nil {
-				return err
+		now := time.Now()
+		allowAt := l.tat.Add(-time.Duration(l.burst-1) * l.interval)
+		if l.slowUntil.After(allowAt) {
+			allowAt = l.slowUntil
+		}
+		if !now.Before(allowAt) {
+			if l.tat.Before(now) {
+				l.tat = now
 			}
-			continue
-		}
-		r := l.lim.Reserve()
-		if err := sleep(ctx, r.Delay()); err != nil {
-			r.Cancel()
-			return err
-		}
-		l.mu.Lock()
-		slowed := time.Now().Before(l.slowUntil)
-		l.mu.Unlock()
-		if !slowed {
+			l.tat = l.tat.Add(l.interval)
+			l.mu.Unlock()
 			return nil
 		}
-		// A 429 came while this call waited for its slot: it waits that
-		// out too, and takes a new slot after it.
+		l.mu.Unlock()
+		if err := sleep(ctx, allowAt.Sub(now)); err != nil {
+			return err
+		}
 	}
 }
 

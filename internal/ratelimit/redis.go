@@ -10,8 +10,9 @@ import (
 )
 
 // Redis paces the calls to one gateway across every worker that shares the
-// Redis: a GCRA limiter (redis_rate) with a burst of one, so that calls are
-// spaced evenly and no second holds more than the rate. Within one process a
+// Redis: a GCRA limiter (redis_rate), Margin under the rate, with a small
+// burst (see the package comment), so that calls are spaced evenly
+// and no second holds more than the rate. Within one process a
 // single caller at a time asks Redis (the others queue behind it), so the
 // fleet makes about one Redis call per gateway call, not one per waiting
 // command per slot.
@@ -56,9 +57,10 @@ func NewRedis(rdb redisClient, o RedisOptions) *Redis {
 		rdb: rdb,
 		lim: redis_rate.NewLimiter(rdb),
 		key: o.Key,
-		// One call every Period/Rate, Margin under the limit; a burst of
-		// one spaces them evenly.
-		limit:  redis_rate.Limit{Rate: o.Rate, Burst: 1, Period: marginPeriod()},
+		// One call every Period/Rate, Margin under the limit; the burst
+		// lets a caller that came late catch up by less than the margin,
+		// so a second holds at most Rate calls.
+		limit:  redis_rate.Limit{Rate: o.Rate, Burst: burst(float64(o.Rate)), Period: marginPeriod()},
 		onWait: o.OnWait,
 		turn:   make(chan struct{}, 1),
 	}
@@ -109,8 +111,9 @@ func (r *Redis) Wait(ctx context.Context) error {
 
 // pushScript moves the schedule's next free slot to at least ARGV[1]
 // seconds from now (Redis time), in redis_rate's own format: the key holds
-// the theoretical arrival time, in seconds since 2017-01-01, and with a burst
-// of one a call is allowed once that time has come.
+// the theoretical arrival time (TAT), in seconds since 2017-01-01, and a
+// call is allowed once the TAT less burst-1 intervals has come, so ARGV[1]
+// carries those intervals too.
 var pushScript = redis.NewScript(`
 redis.replicate_commands()
 local t = redis.call("TIME")
@@ -129,7 +132,8 @@ return 0
 func (r *Redis) Slow(ctx context.Context, d time.Duration) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 	defer cancel()
-	_ = pushScript.Run(ctx, r.rdb, []string{"rate:" + r.key}, slowFor(d).Seconds()).Err()
+	hold := slowFor(d) + time.Duration(r.limit.Burst-1)*r.limit.Period/time.Duration(r.limit.Rate)
+	_ = pushScript.Run(ctx, r.rdb, []string{"rate:" + r.key}, hold.Seconds()).Err()
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

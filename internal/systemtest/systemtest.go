@@ -72,6 +72,9 @@ type Options struct {
 	WrapStore func(handlers.Store) handlers.Store
 	// Logger receives the workers' logs; nil discards them.
 	Logger *slog.Logger
+	// Guard, when set, puts gateway protection (circuit breakers, rate
+	// limits, SIBS beside PaymentOptions) in each worker; see protect.go.
+	Guard *Guard
 }
 
 // DefaultOptions are a Redis store,, one worker of 16, a 5s lease and a fast retry budget.
@@ -144,7 +147,7 @@ func (s *System) StartWorker(t testing.TB, id string, o Options) (stop func()) {
 	if log != nil {
 		log = log.With(slog.String("worker_id", id))
 	}
-	h := handlers.New(handlers.Config{
+	hc := handlers.Config{
 		JetStream:      s.JS,
 		Streams:        s.Streams,
 		Store:          store,
@@ -157,7 +160,11 @@ func (s *System) StartWorker(t testing.TB, id string, o Options) (stop func()) {
 		Source:         "urn:payworker:test:" + id,
 		Logger:         log,
 		TestHook:       o.Hook,
-	})
+	}
+	if o.Guard != nil {
+		s.guard(t, id, o.Guard, &hc)
+	}
+	h := handlers.New(hc)
 	w := worker.New(worker.Config{JetStream: s.JS, Streams: s.Streams, Handler: h, Concurrency: o.Concurrency,
 		AckWait: ackWait, ShutdownTimeout: 5 * time.Second, Logger: log})
 	ctx, cancel := context.WithCancel(context.Background())
