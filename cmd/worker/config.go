@@ -103,6 +103,15 @@ type Config struct {
 	// outcome that gateway's status is first asked (0 = at once).
 	PaymentOptionsSettle time.Duration
 	SIBSSettle           time.Duration
+	// GatewayOutageWait is GATEWAY_OUTAGE_WAIT: for how long after a
+	// gateway's circuit opened its commands wait in JetStream without
+	// spending their retry budget (0: not at all).
+	GatewayOutageWait time.Duration
+	// PaymentOptionsRateLimit and SIBSRateLimit are
+	// PAYMENTOPTIONS_RATE_LIMIT and SIBS_RATE_LIMIT: requests per second to
+	// that gateway for the whole fleet, status calls included (0: no limit).
+	PaymentOptionsRateLimit int
+	SIBSRateLimit           int
 	// RedisWaitReplicas and RedisWaitTimeout are REDIS_WAIT_REPLICAS and
 	// REDIS_WAIT_TIMEOUT: a claim counts only once that many replicas hold
 	// it (WAIT); 0 waits for none.
@@ -196,6 +205,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("retry_initial_interval", c.RetryInitialInterval),
 		slog.Duration("retry_max_interval", c.RetryMaxInterval),
 		slog.Duration("gateway_timeout", c.GatewayTimeout),
+		slog.Duration("gateway_outage_wait", c.GatewayOutageWait),
+		slog.Int("paymentoptions_rate_limit", c.PaymentOptionsRateLimit),
+		slog.Int("sibs_rate_limit", c.SIBSRateLimit),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
 		slog.Duration("idempotency_ttl", c.IdempotencyTTL),
 		slog.Duration("lease_duration", c.LeaseDuration),
@@ -422,6 +434,15 @@ func settings() []setting {
 			}},
 		{name: "SIBS_SETTLE_DELAY", def: "2s", desc: "after a SIBS call with an unknown outcome, wait this long before asking its status (0 = at once)",
 			set: func(c *Config, v string) (err error) { c.SIBSSettle, err = nonNegativeDuration(v); return err }},
+		{name: "GATEWAY_OUTAGE_WAIT", def: "30m", desc: "while a gateway's circuit is open, its commands wait in JetStream without spending their retry budget, for up to this long after it opened; then they may be dead-lettered as gateway_unavailable (0 = no pause)",
+			set: func(c *Config, v string) (err error) { c.GatewayOutageWait, err = nonNegativeDuration(v); return err }},
+		{name: "PAYMENTOPTIONS_RATE_LIMIT", def: "0", desc: "requests per second to PaymentOptions for the whole fleet, status calls included (0 = unlimited)",
+			set: func(c *Config, v string) (err error) {
+				c.PaymentOptionsRateLimit, err = intIn(v, 0, 1_000_000)
+				return err
+			}},
+		{name: "SIBS_RATE_LIMIT", def: "0", desc: "requests per second to SIBS for the whole fleet, status calls included (0 = unlimited)",
+			set: func(c *Config, v string) (err error) { c.SIBSRateLimit, err = intIn(v, 0, 1_000_000); return err }},
 		{name: "REDIS_WAIT_REPLICAS", def: "0", desc: "replicas that must acknowledge a claim (Redis WAIT) before the gateway is called; 0 waits for none",
 			set: func(c *Config, v string) (err error) { c.RedisWaitReplicas, err = intIn(v, 0, 16); return err }},
 		{name: "REDIS_WAIT_TIMEOUT", def: "500ms", desc: "how long a claim waits for REDIS_WAIT_REPLICAS; past it the command waits (fail closed)",

@@ -23,6 +23,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/payworker/payworker/internal/fleet"
 	"github.com/payworker/payworker/internal/handlers"
 	"github.com/payworker/payworker/internal/idempotency"
 	"github.com/payworker/payworker/internal/logging"
@@ -97,6 +98,9 @@ type app struct {
 	reg      *prometheus.Registry
 	metrics  *metrics.Metrics
 	worker   *worker.Worker
+	// fleet counts the live workers to share the gateways' rate limits
+	// without Redis; nil when there is none to share.
+	fleet *fleet.Fleet
 }
 
 func (a *app) start(ctx context.Context) error {
@@ -235,6 +239,10 @@ func (a *app) start(ctx context.Context) error {
 
 	a.reg = prometheus.NewRegistry()
 	a.metrics = metrics.New(a.reg)
+	breakers, limiters, err := a.protection(ctx, gws)
+	if err != nil {
+		return err
+	}
 	h := handlers.New(handlers.Config{
 		JetStream:      js,
 		Streams:        cfg.Streams,
@@ -250,12 +258,15 @@ func (a *app) start(ctx context.Context) error {
 			GatewayPaymentOptions: cfg.PaymentOptionsSettle,
 			GatewaySIBS:           cfg.SIBSSettle,
 		},
-		Lease:    cfg.LeaseDuration,
-		AckWait:  cfg.AckWait,
-		Holder:   cfg.WorkerID,
-		Source:   "urn:payworker:worker:" + cfg.WorkerID,
-		Logger:   log,
-		Observer: a.metrics,
+		Breakers:   breakers,
+		Limiters:   limiters,
+		OutageWait: cfg.GatewayOutageWait,
+		Lease:      cfg.LeaseDuration,
+		AckWait:    cfg.AckWait,
+		Holder:     cfg.WorkerID,
+		Source:     "urn:payworker:worker:" + cfg.WorkerID,
+		Logger:     log,
+		Observer:   a.metrics,
 	})
 	a.worker = worker.New(worker.Config{
 		JetStream:       js,
@@ -290,6 +301,13 @@ func (a *app) serve(ctx context.Context) error {
 		}
 		a.log.Info("ops endpoints", slog.String("addr", addr), slog.String("paths", "/healthz /readyz /metrics"))
 		g.Go(wait)
+		// Readiness, store reachability and consumer lag as metrics, for
+		// alerts; both loops stop with gctx, before NATS is drained.
+		g.Go(func() error { a.probe(gctx, probeInterval); return nil })
+		g.Go(func() error { a.pollLag(gctx, probeInterval); return nil })
+	}
+	if a.fleet != nil {
+		g.Go(func() error { return a.runFleet(gctx) })
 	}
 	g.Go(func() error { return a.worker.Run(gctx) })
 	a.log.Info("worker started", slog.Int("concurrency", a.cfg.WorkerConcurrency), slog.String("consumer", a.cfg.Streams.Consumer))
