@@ -42,6 +42,9 @@ type Observer interface {
 	Claim(result string)
 	Reconciled(gateway, result string)
 	EventPublished(kind string)
+	// DeadLettered is a command dead-lettered, with its reason
+	// (outcome_unknown, gateway_unavailable, retries_exhausted).
+	DeadLettered(typ, reason string)
 }
 
 // Retry bounds the gateway attempts of one command: exponential backoff with
@@ -207,3 +210,4 @@ func (nopObserver) Retry(string, string, string)                         {}
 func (nopObserver) Claim(string)                                         {}
 func (nopObserver) Reconciled(string, string)                            {}
 func (nopObserver) EventPublished(string)                                {}
+func (nopObserver) DeadLettered(string, string)                          {}

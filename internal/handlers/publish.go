@@ -169,6 +169,7 @@ func (h *Handler) deadLetter(ctx, fin context.Context, d *delivery, ex execution
 	h.releaseDeadLetter(fin, d, ex.uncertain)
 	h.settle(d.log, "ack", d.msg.Ack())
 	h.obs.CommandDone(string(d.cmd.Type), "dead_lettered", h.cfg.Now().Sub(d.start))
+	h.obs.DeadLettered(string(d.cmd.Type), ex.reason)
 	d.log.Warn("command dead-lettered", slog.String("reason", ex.reason), slog.String("detail", ex.detail),
 		slog.Int("attempts", ex.attempts), slog.String("dlq_subject", dlqSubject), slog.Uint64("dlq_seq", ack.Sequence))
 }

@@ -43,6 +43,9 @@ var (
 	outcomes     = []string{OutcomeSucceeded, OutcomeFailed, OutcomeRejected, OutcomeDuplicate,
 		OutcomeDeadLettered, OutcomeConflict, OutcomeRequeued}
 	claimResults = []string{ClaimAcquired, ClaimResumed, ClaimCompleted, ClaimConflict, ClaimBusy, ClaimError}
+	// deadLetterReasons are the reason label values of
+	// payworker_dead_letters_total; any other reason is recorded as "other".
+	deadLetterReasons = []string{"outcome_unknown", "gateway_unavailable", "retries_exhausted", "other"}
 )
 
 // Metrics records the worker's measurements. Its methods are safe for
@@ -56,6 +59,11 @@ type Metrics struct {
 	claims          *prometheus.CounterVec
 	reconciliations *prometheus.CounterVec
 	events          *prometheus.CounterVec
+	deadLetters     *prometheus.CounterVec
+	ready           prometheus.Gauge
+	storeUp         prometheus.Gauge
+	pending         prometheus.Gauge
+	ackPending      prometheus.Gauge
 }
 
 // New creates the worker's collectors and registers them on reg, with the Go
@@ -98,9 +106,30 @@ func New(reg *prometheus.Registry) *Metrics {
 			Name: "payworker_events_published_total",
 			Help: "Result events stored by JetStream, by kind.",
 		}, []string{"kind"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "payworker_dead_letters_total",
+			Help: "Commands dead-lettered, by command type and reason (outcome_unknown: the gateway may have applied it).",
+		}, []string{"type", "reason"}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "payworker_ready",
+			Help: "1 when the last readiness check (what /readyz answers) passed, 0 when it failed.",
+		}),
+		storeUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "payworker_idempotency_store_up",
+			Help: "1 when the last ping of the idempotency store (Redis or the key-value bucket) answered, 0 when it failed.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "payworker_consumer_pending",
+			Help: "Commands in the stream not yet delivered to any worker of the shared consumer (its num_pending), at the last poll.",
+		}),
+		ackPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "payworker_consumer_ack_pending",
+			Help: "Commands delivered by the shared consumer and not yet acknowledged (its num_ack_pending), at the last poll.",
+		}),
 	}
 	reg.MustRegister(m.commands, m.commandDuration, m.inFlight, m.gatewayDuration,
-		m.gatewayRetries, m.claims, m.reconciliations, m.events)
+		m.gatewayRetries, m.claims, m.reconciliations, m.events, m.deadLetters, m.ready, m.storeUp,
+		m.pending, m.ackPending)
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -121,6 +150,11 @@ func New(reg *prometheus.Registry) *Metrics {
 	}
 	for _, r := range claimResults {
 		m.claims.WithLabelValues(r)
+	}
+	for _, typ := range commandTypes {
+		for _, r := range deadLetterReasons {
+			m.deadLetters.WithLabelValues(typ, r)
+		}
 	}
 	return m
 }
@@ -174,3 +208,35 @@ func (m *Metrics) Reconciled(gateway, result string) {
 
 // EventPublished records a result event stored by JetStream.
 func (m *Metrics) EventPublished(kind string) { m.events.WithLabelValues(kind).Inc() }
+
+// DeadLettered records a command dead-lettered and why: "outcome_unknown"
+// (an attempt may have reached the gateway), "gateway_unavailable" or
+// "retries_exhausted"; any other reason is recorded as "other".
+func (m *Metrics) DeadLettered(typ, reason string) {
+	switch reason {
+	case "outcome_unknown", "gateway_unavailable", "retries_exhausted":
+	default:
+		reason = "other"
+	}
+	m.deadLetters.WithLabelValues(commandType(typ), reason).Inc()
+}
+
+// SetReady records the verdict of a readiness check.
+func (m *Metrics) SetReady(ok bool) { m.ready.Set(boolValue(ok)) }
+
+// SetStoreUp records whether the idempotency store answered a ping.
+func (m *Metrics) SetStoreUp(ok bool) { m.storeUp.Set(boolValue(ok)) }
+
+// ConsumerLag records the shared consumer's pending (not yet delivered) and
+// ack-pending (delivered, not yet acknowledged) message counts.
+func (m *Metrics) ConsumerLag(pending, ackPending uint64) {
+	m.pending.Set(float64(pending))
+	m.ackPending.Set(float64(ackPending))
+}
+
+func boolValue(ok bool) float64 {
+	if ok {
+		return 1
+	}
+	return 0
+}

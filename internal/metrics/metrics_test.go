@@ -43,7 +43,9 @@ func TestLint(t *testing.T) {
 		"payworker_commands_total", "payworker_command_duration_seconds", "payworker_commands_in_flight",
 		"payworker_gateway_request_duration_seconds", "payworker_gateway_retries_total",
 		"payworker_idempotency_claims_total", "payworker_reconciliations_total",
-		"payworker_events_published_total", "go_goroutines", "process_cpu_seconds_total",
+		"payworker_events_published_total", "payworker_dead_letters_total", "payworker_ready",
+		"payworker_idempotency_store_up", "payworker_consumer_pending", "payworker_consumer_ack_pending",
+		"go_goroutines", "process_cpu_seconds_total",
 	} {
 		if !have[want] {
 			t.Errorf("Gather() lacks %s", want)
@@ -195,5 +197,49 @@ func TestCommandTypeLabelIsBounded(t *testing.T) {
 		if got := testutil.ToFloat64(m.commands.WithLabelValues(tt.typ, OutcomeRejected)); got != tt.want {
 			t.Errorf("commands{type=%q,outcome=rejected} = %v, want %v", tt.typ, got, tt.want)
 		}
+	}
+}
+
+func TestStateGaugesAndDeadLetters(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	m.DeadLettered("capture", "outcome_unknown")
+	m.DeadLettered("capture", "outcome_unknown")
+	m.DeadLettered("void", "retries_exhausted")
+	m.DeadLettered("refund", "some new reason")
+	m.SetReady(true)
+	m.SetStoreUp(false)
+	m.ConsumerLag(42, 7)
+
+	tests := []struct {
+		name string
+		c    prometheus.Collector
+		want float64
+	}{
+		{"dead letters capture outcome_unknown", m.deadLetters.WithLabelValues("capture", "outcome_unknown"), 2},
+		{"dead letters void retries_exhausted", m.deadLetters.WithLabelValues("void", "retries_exhausted"), 1},
+		{"dead letters capture gateway_unavailable", m.deadLetters.WithLabelValues("capture", "gateway_unavailable"), 0},
+		{"dead letters unknown other", m.deadLetters.WithLabelValues("unknown", "other"), 1},
+		{"ready", m.ready, 1},
+		{"store up", m.storeUp, 0},
+		{"consumer pending", m.pending, 42},
+		{"consumer ack pending", m.ackPending, 7},
+	}
+	for _, tt := range tests {
+		if got := testutil.ToFloat64(tt.c); got != tt.want {
+			t.Errorf("%s = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	m.SetReady(false)
+	m.SetStoreUp(true)
+	if got := testutil.ToFloat64(m.ready); got != 0 {
+		t.Errorf("ready after SetReady(false) = %v, want 0", got)
+	}
+	if got := testutil.ToFloat64(m.storeUp); got != 1 {
+		t.Errorf("store up after SetStoreUp(true) = %v, want 1", got)
+	}
+	// Every type × known reason starts at zero, so increase() sees the first.
+	if got, want := testutil.CollectAndCount(m.deadLetters), 2*4+1; got != want {
+		t.Errorf("dead letter series = %d, want %d", got, want)
 	}
 }
