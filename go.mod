@@ -17,7 +17,11 @@ require (
 	golang.org/x/sync v0.24.0
 )
 
-require golang.org/x/oauth2 v0.37.0
+require (
+	go.opentelemetry.io/otel v1.47.0
+	go.opentelemetry.io/otel/trace v1.47.0
+	golang.org/x/oauth2 v0.37.0
+)
 
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect

@@ -72,7 +72,12 @@ type Event struct {
 	Subject         string    `json:"subject,omitempty"`
 	Time            time.Time `json:"time"`
 	DataContentType string    `json:"datacontenttype"`
-	Data            Data      `json:"data"`
+	// TraceParent and TraceState are the CloudEvents distributed-tracing
+	// extension attributes: the W3C trace context of the command's
+	// handling, also in the message's traceparent and tracestate headers.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
+	Data        Data   `json:"data"`
 }
 
 // Data is the payload of every event; fields that do not apply to a kind are

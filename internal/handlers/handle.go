@@ -17,6 +17,7 @@ import (
 	"github.com/payworker/payworker/internal/events"
 	"github.com/payworker/payworker/internal/gateway"
 	"github.com/payworker/payworker/internal/idempotency"
+	"github.com/payworker/payworker/internal/tracing"
 )
 
 // errLeaseLost is the cancellation cause of a command's work when its lease
@@ -53,6 +54,9 @@ type delivery struct {
 //   - Nak'd for immediate redelivery elsewhere when ctx ends before it is done.
 func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 	start := h.cfg.Now()
+	// The command's trace context (a new trace without one) goes with ctx
+	// to every event and dead letter published for it.
+	ctx = tracing.Start(ctx, msg.Headers())
 	meta, err := msg.Metadata()
 	if err != nil {
 		h.log.Error("message without JetStream metadata", slog.String("subject", msg.Subject()), slog.Any("error", err))
@@ -78,7 +82,7 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 	log := h.log.With(
 		slog.String("command_id", cmd.CommandID), slog.String("type", string(cmd.Type)),
 		slog.String("idempotency_key", cmd.Key()), slog.String("merchant_id", cmd.MerchantID),
-		slog.String("transaction_id", cmd.TransactionID), slog.String("gateway", gwName))
+		slog.String("transaction_id", cmd.TransactionID), slog.String("gateway", gwName)).With(tracing.LogArgs(ctx)...)
 	d := &delivery{msg: msg, meta: meta, cmd: cmd, gwName: gwName, gw: gw, log: log, start: start}
 	if h.died(PointDecoded, cmd.Key()) {
 		return
@@ -355,6 +359,7 @@ func (h *Handler) finish(ctx, fin context.Context, d *delivery, ex execution) {
 	succeeded := ex.verdict == verdictSucceeded
 	kind := events.TerminalKind(string(d.cmd.Type), succeeded)
 	ev := events.New(kind, events.TerminalID(d.cmd.MerchantID, d.cmd.Key()), h.cfg.Source, h.cfg.Now(), h.eventData(d.cmd, d.gwName, ex))
+	ev.TraceParent, ev.TraceState = tracing.Attributes(ctx)
 	body, err := ev.Marshal()
 	if err != nil {
 		d.log.Error("encode event", slog.Any("error", err))
@@ -450,6 +455,7 @@ func (h *Handler) completed(ctx context.Context, d *delivery, rec idempotency.Re
 	data.OriginalCommandID = rec.CommandID
 	id := events.MessageID(events.Duplicate, d.cmd.MerchantID, d.cmd.Key(), seqID(d.meta))
 	ev := events.New(events.Duplicate, id, h.cfg.Source, h.cfg.Now(), data)
+	ev.TraceParent, ev.TraceState = tracing.Attributes(ctx)
 	body, err := ev.Marshal()
 	if err == nil {
 		err = h.publish(ctx, h.cfg.Streams.EventSubject(string(events.Duplicate)), body, id, nil)

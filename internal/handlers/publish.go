@@ -14,6 +14,7 @@ import (
 
 	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/events"
+	"github.com/payworker/payworker/internal/tracing"
 )
 
 // Dead-letter headers: why a message is in PAYMENT_DLQ and where it came from.
@@ -54,7 +55,7 @@ func rejectionOf(err error) rejection {
 func (h *Handler) reject(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, typ string,
 	cmd *command.Command, why rejection, start time.Time) {
 	log := h.log.With(slog.String("subject", msg.Subject()), slog.Uint64("stream_seq", meta.Sequence.Stream),
-		slog.String("error_code", why.Code), slog.String("field", why.Field))
+		slog.String("error_code", why.Code), slog.String("field", why.Field)).With(tracing.LogArgs(ctx)...)
 
 	hdr := nats.Header{}
 	hdr.Set(HeaderReason, why.Code)
@@ -81,6 +82,7 @@ func (h *Handler) reject(ctx context.Context, msg jetstream.Msg, meta *jetstream
 	data.DLQSubject, data.DLQSequence = dlqSubject, ack.Sequence
 	id := events.MessageID(events.Rejected, data.MerchantID, data.IdempotencyKey, seqID(meta))
 	ev := events.New(events.Rejected, id, h.cfg.Source, h.cfg.Now(), data)
+	ev.TraceParent, ev.TraceState = tracing.Attributes(ctx)
 	body, err := ev.Marshal()
 	if err == nil {
 		err = h.publish(ctx, h.cfg.Streams.EventSubject(string(events.Rejected)), body, id, nil)
@@ -155,6 +157,7 @@ func (h *Handler) deadLetter(ctx, fin context.Context, d *delivery, ex execution
 	data.DLQSubject, data.DLQSequence = dlqSubject, ack.Sequence
 	id := events.MessageID(events.DeadLettered, d.cmd.MerchantID, d.cmd.Key(), msgID)
 	ev := events.New(events.DeadLettered, id, h.cfg.Source, h.cfg.Now(), data)
+	ev.TraceParent, ev.TraceState = tracing.Attributes(ctx)
 	body, err := ev.Marshal()
 	if err == nil {
 		err = h.publish(fin, h.cfg.Streams.EventSubject(string(events.DeadLettered)), body, id, nil)
@@ -236,6 +239,7 @@ func (h *Handler) publishAck(ctx context.Context, subject string, data []byte, m
 		for k, v := range hdr {
 			m.Header[k] = v
 		}
+		tracing.Inject(ctx, m.Header)
 		pctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
 		ack, err := h.cfg.JetStream.PublishMsg(pctx, m, jetstream.WithMsgID(msgID))
 		cancel()

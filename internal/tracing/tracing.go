@@ -1,0 +1,112 @@
+// Package tracing carries W3C Trace Context (traceparent, tracestate)
+// through NATS messages: it reads a command's context from its headers,
+// gives the handling of the command a span context of its own in the same
+// trace (a new trace when the command has none), and writes it on every
+// message published for the command, in the headers and as the CloudEvents
+// distributed-tracing attributes of the event.
+//
+// It uses the OpenTelemetry API only. Without an SDK installed no span is
+// recorded, so Start mints the span id itself; with one, a span started
+// from Start's context is a child of the command's span.
+package tracing
+
+import (
+	"context"
+	crand "crypto/rand"
+	"log/slog"
+	"net/textproto"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// The W3C Trace Context header names, as written on NATS (lower case, as
+// the specification spells them; NATS headers are case-sensitive).
+const (
+	HeaderTraceparent = "traceparent"
+	HeaderTracestate  = "tracestate"
+)
+
+var propagator = propagation.TraceContext{}
+
+// Carrier is a nats.Header as an OpenTelemetry TextMapCarrier. It writes
+// the lower-case names and reads both the lower-case and the canonical
+// (Traceparent) spelling, which HTTP-minded propagators write.
+type Carrier nats.Header
+
+// Get returns the first value of key in either spelling.
+func (c Carrier) Get(key string) string {
+	for _, k := range []string{strings.ToLower(key), textproto.CanonicalMIMEHeaderKey(key)} {
+		if v := c[k]; len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// Set replaces key's values with value, under the lower-case name.
+func (c Carrier) Set(key, value string) {
+	delete(c, textproto.CanonicalMIMEHeaderKey(key))
+	c[strings.ToLower(key)] = []string{value}
+}
+
+// Keys lists the header names.
+func (c Carrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// Start returns ctx carrying the span context of handling a message with
+// headers hdr: a new span id in the trace of hdr's traceparent, keeping its
+// flags and tracestate, or a new sampled trace when hdr has no valid
+// traceparent.
+func Start(ctx context.Context, hdr nats.Header) context.Context {
+	parent := trace.SpanContextFromContext(propagator.Extract(ctx, Carrier(hdr)))
+	cfg := trace.SpanContextConfig{TraceFlags: trace.FlagsSampled}
+	if parent.IsValid() {
+		cfg.TraceID, cfg.TraceFlags, cfg.TraceState = parent.TraceID(), parent.TraceFlags(), parent.TraceState()
+	} else {
+		crand.Read(cfg.TraceID[:])
+	}
+	crand.Read(cfg.SpanID[:])
+	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(cfg))
+}
+
+// Inject writes ctx's span context to hdr (traceparent, and tracestate when
+// there is one). A ctx without one writes nothing.
+func Inject(ctx context.Context, hdr nats.Header) {
+	propagator.Inject(ctx, Carrier(hdr))
+}
+
+// Attributes are the CloudEvents distributed-tracing extension attributes
+// of ctx's span context: traceparent and tracestate, empty without one.
+func Attributes(ctx context.Context) (traceparent, tracestate string) {
+	hdr := nats.Header{}
+	Inject(ctx, hdr)
+	return hdr.Get(HeaderTraceparent), hdr.Get(HeaderTracestate)
+}
+
+// LogArgs are the trace_id and span_id attributes of ctx's span context
+// for slog's With; none without one.
+func LogArgs(ctx context.Context) []any {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return nil
+	}
+	return []any{slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String())}
+}
+
+// TraceID is the trace id of a traceparent header value, "" when it is not
+// a valid one.
+func TraceID(traceparent string) string {
+	sc := trace.SpanContextFromContext(propagator.Extract(context.Background(), Carrier{HeaderTraceparent: {traceparent}}))
+	if !sc.IsValid() {
+		return ""
+	}
+	return sc.TraceID().String()
+}
