@@ -17,8 +17,10 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	clientpkg "github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/publish"
+	"github.com/payworker/payworker/internal/tracing"
 )
 
 var batchHelp = help{
@@ -326,6 +328,8 @@ const ackTimeout = 30 * time.Second
 // publish is the second pass: it publishes the valid rows, then with --wait
 // waits for their outcomes, and prints the summary.
 func (r *batchRun) publish(ctx context.Context, client *publish.Client, f io.Reader) error {
+	// One new trace for the batch: every command's events carry its id.
+	ctx = clientpkg.ContextWithTraceparent(ctx, tracing.NewTraceparent(), "")
 	stopFollow := func() {}
 	if r.tracker != nil {
 		// Follow the events before the first publication, so that no

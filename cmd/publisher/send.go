@@ -14,6 +14,7 @@ import (
 	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/events"
 	"github.com/payworker/payworker/internal/publish"
+	"github.com/payworker/payworker/internal/tracing"
 )
 
 func runCapture(ctx context.Context, e *env, args []string) error {
@@ -105,7 +106,9 @@ func runSend(ctx context.Context, e *env, typ command.Type, args []string) error
 	cl := pc.Client()
 	defer cl.Close()
 
-	ack, err := cl.Publish(ctx, enc)
+	// A new trace for the command: its events carry the trace id
+	// (`publisher events` shows it).
+	ack, err := cl.Publish(client.ContextWithTraceparent(ctx, tracing.NewTraceparent(), ""), enc)
 	if err != nil {
 		return err
 	}

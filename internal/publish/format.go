@@ -8,6 +8,7 @@ import (
 
 	"github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/events"
+	"github.com/payworker/payworker/internal/tracing"
 )
 
 // line builds "word word key=value …" lines; empty values are left out and
@@ -79,6 +80,7 @@ func EventLine(e events.Event) string {
 	l.error(d.Error)
 	l.kv("original_event_id", d.OriginalEventID)
 	l.dlq(d)
+	l.kv("trace_id", tracing.TraceID(e.TraceParent))
 	l.kv("event_id", e.ID)
 	return l.b.String()
 }

@@ -101,6 +101,13 @@ func LogArgs(ctx context.Context) []any {
 	return []any{slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String())}
 }
 
+// NewTraceparent is the traceparent of a new sampled trace: for a command
+// sent by a program that has no trace of its own.
+func NewTraceparent() string {
+	tp, _ := Attributes(Start(context.Background(), nil))
+	return tp
+}
+
 // TraceID is the trace id of a traceparent header value, "" when it is not
 // a valid one.
 func TraceID(traceparent string) string {

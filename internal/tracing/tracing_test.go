@@ -55,3 +55,10 @@ func TestLogArgs(t *testing.T) {
 		t.Errorf("LogArgs = %v, want trace_id and span_id", args)
 	}
 }
+
+func TestNewTraceparent(t *testing.T) {
+	a, b := NewTraceparent(), NewTraceparent()
+	if TraceID(a) == "" || TraceID(b) == "" || TraceID(a) == TraceID(b) || !strings.HasSuffix(a, "-01") {
+		t.Errorf("NewTraceparent() = %q, %q, want two valid sampled traces", a, b)
+	}
+}
