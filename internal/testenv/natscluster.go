@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -362,19 +364,48 @@ func streamInfo(ctx context.Context, js jetstream.JetStream, stream string) (*je
 	return s.Info(ctx)
 }
 
-// freePorts returns n distinct loopback ports that were free a moment ago.
+// freePorts returns n distinct loopback ports that were free a moment ago,
+// below the kernel's ephemeral range: a server restarted on its port must
+// find it free, and the local end of an outgoing connection (a client, a
+// route, a proxy) made while the server was down may be given any port of
+// that range, which a listener then cannot bind.
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
+	lo, hi := 10000, ephemeralLow()
 	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 1000 {
+			t.Fatalf("no %d free ports between %d and %d", n, lo, hi)
+		}
+		p := lo + rand.IntN(hi-lo)
+		if slices.Contains(ports, p) {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
 		if err != nil {
-			t.Fatalf("free port: %v", err)
+			continue
 		}
 		defer l.Close() // all held until all are chosen: they are distinct
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		ports = append(ports, p)
 	}
 	return ports
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
+// ip_local_port_range; 32768 where it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	if n, err := strconv.Atoi(f[0]); err == nil && n > 11000 {
+		return n
+	}
+	return 32768
 }
 
 // routeProxy forwards the TCP connections made to it to one address. Cut
