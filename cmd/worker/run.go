@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/payworker/payworker/internal/fleet"
@@ -74,6 +75,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	a := &app{cfg: cfg, log: log, logs: logs}
+	a.tracer, a.flushSpans, err = setupTracing(ctx, getenv)
+	if err != nil {
+		return err
+	}
 	err = a.start(ctx)
 	if err == nil {
 		err = a.serve(ctx)
@@ -101,6 +106,10 @@ type app struct {
 	// fleet counts the live workers to share the gateways' rate limits
 	// without Redis; nil when there is none to share.
 	fleet *fleet.Fleet
+	// tracer makes the commands' spans (no-op without an OTLP endpoint);
+	// flushSpans sends what is left of them at shutdown.
+	tracer     trace.TracerProvider
+	flushSpans func(context.Context) error
 }
 
 func (a *app) start(ctx context.Context) error {
@@ -267,6 +276,7 @@ func (a *app) start(ctx context.Context) error {
 		Source:     "urn:payworker:worker:" + cfg.WorkerID,
 		Logger:     log,
 		Observer:   a.metrics,
+		Tracer:     a.tracer.Tracer("github.com/payworker/payworker"),
 	})
 	a.worker = worker.New(worker.Config{
 		JetStream:       js,
@@ -346,8 +356,8 @@ const drainTimeout = 5 * time.Second
 //  4. drain NATS: unsubscribe, flush again, close;
 //  5. close Redis, which the handlers no longer use;
 //
-// then stop the sandbox gateway and the embedded NATS server, which nothing
-// calls any more. It is also what runs after a failed start, for whatever
+// (the spans not yet exported are flushed between 4 and 5), then stop the
+// sandbox gateway and the embedded NATS server, which nothing calls any more. It is also what runs after a failed start, for whatever
 // was started.
 func (a *app) shutdown() {
 	if a.worker != nil {
@@ -366,6 +376,13 @@ func (a *app) shutdown() {
 			a.log.Warn("NATS drain did not finish; closing")
 			a.nc.Close()
 		}
+	}
+	if a.flushSpans != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+		if err := a.flushSpans(sctx); err != nil {
+			a.log.Warn("OpenTelemetry: spans not flushed", slog.Any("error", err))
+		}
+		cancel()
 	}
 	if a.rdb != nil { // 5
 		if err := a.rdb.Close(); err != nil {

@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/payworker/payworker/internal/gateway"
 )
@@ -290,7 +293,9 @@ func (h *Handler) attempt(ctx context.Context, gwName string, gw Gateway, req ga
 	ex.attempts++
 	t := h.cfg.Now()
 	ex.last = t
+	ctx, span := h.clientSpan(ctx, gwName, string(req.Operation))
 	res := gw.Execute(ctx, req)
+	endClientSpan(span, res.HTTPStatus, res.Err)
 	h.obs.GatewayRequest(gwName, string(req.Operation), statusLabel(res.HTTPStatus), h.cfg.Now().Sub(t))
 	return res
 }
@@ -300,7 +305,9 @@ func (h *Handler) status(ctx context.Context, gwName string, gw Gateway, req gat
 	ex.attempts++
 	t := h.cfg.Now()
 	ex.last = t
+	ctx, span := h.clientSpan(ctx, gwName, "status")
 	st, err := gw.Status(ctx, req)
+	endClientSpan(span, 0, err)
 	label := "error"
 	if err == nil {
 		label = "ok"
@@ -396,4 +403,25 @@ func statusLabel(code int) string {
 		return "error"
 	}
 	return strconv.Itoa(code)
+}
+
+// clientSpan starts the CLIENT span of one gateway call. Its attributes name
+// the gateway and the operation, never the card data or the keys.
+func (h *Handler) clientSpan(ctx context.Context, gwName, operation string) (context.Context, trace.Span) {
+	return h.cfg.Tracer.Start(ctx, "gateway "+operation, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("payworker.gateway", gwName), attribute.String("payworker.gateway.operation", operation)))
+}
+
+// endClientSpan records a gateway call's HTTP status (0: none) and error
+// and ends its span.
+func endClientSpan(span trace.Span, status int, err error) {
+	if status != 0 {
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	} else if status >= 500 {
+		span.SetStatus(codes.Error, "")
+	}
+	span.End()
 }

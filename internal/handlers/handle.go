@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 
 	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/events"
@@ -56,7 +58,9 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 	start := h.cfg.Now()
 	// The command's trace context (a new trace without one) goes with ctx
 	// to every event and dead letter published for it.
-	ctx = tracing.Start(ctx, msg.Headers())
+	ctx, span := tracing.Consume(ctx, h.cfg.Tracer, msg.Headers(), "process "+msg.Subject(),
+		attribute.String("messaging.destination.name", msg.Subject()))
+	defer span.End()
 	meta, err := msg.Metadata()
 	if err != nil {
 		h.log.Error("message without JetStream metadata", slog.String("subject", msg.Subject()), slog.Any("error", err))
@@ -88,7 +92,8 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		return
 	}
 
-	claim, err := h.cfg.Store.Claim(ctx, idempotency.ClaimRequest{
+	cctx, claimSpan := h.cfg.Tracer.Start(ctx, "idempotency claim")
+	claim, err := h.cfg.Store.Claim(cctx, idempotency.ClaimRequest{
 		Scope:       cmd.MerchantID,
 		Key:         cmd.Key(),
 		Fingerprint: cmd.Fingerprint(gwName),
@@ -97,6 +102,10 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		Lease:       h.cfg.Lease,
 		TxnLock:     cmd.TransactionID,
 	})
+	if err != nil {
+		claimSpan.SetStatus(codes.Error, err.Error())
+	}
+	claimSpan.End()
 	if err != nil {
 		h.obs.Claim("error")
 		log.Warn("idempotency store unreachable: command waits, no gateway call", slog.Any("error", err))

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/payworker/payworker/internal/breaker"
 	"github.com/payworker/payworker/internal/gateway"
@@ -101,6 +103,11 @@ type Config struct {
 	Source   string
 	Logger   *slog.Logger
 	Observer Observer
+	// Tracer makes the spans of each command (CONSUMER for its handling,
+	// CLIENT for each gateway call, PRODUCER for each publish, the store
+	// claim); nil is OpenTelemetry's no-op tracer, and the command's trace
+	// context still goes on every event.
+	Tracer trace.Tracer
 	// Now and Sleep are the clock; tests replace them. Sleep returns ctx.Err()
 	// when ctx ends first.
 	Now   func() time.Time
@@ -148,6 +155,9 @@ type Handler struct {
 func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}

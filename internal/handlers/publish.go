@@ -11,6 +11,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/events"
@@ -240,9 +243,16 @@ func (h *Handler) publishAck(ctx context.Context, subject string, data []byte, m
 			m.Header[k] = v
 		}
 		tracing.Inject(ctx, m.Header)
-		pctx, cancel := context.WithTimeout(ctx, publishAttemptTimeout)
+		sctx, span := h.cfg.Tracer.Start(ctx, "send "+subject, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", subject),
+				attribute.String("messaging.message.id", msgID)))
+		pctx, cancel := context.WithTimeout(sctx, publishAttemptTimeout)
 		ack, err := h.cfg.JetStream.PublishMsg(pctx, m, jetstream.WithMsgID(msgID))
 		cancel()
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
 		if err == nil {
 			return ack, nil
 		}

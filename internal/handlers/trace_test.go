@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/payworker/payworker/internal/events"
 	"github.com/payworker/payworker/internal/handlers"
@@ -30,7 +34,7 @@ type traced struct {
 	last uint64 // last event stream sequence read
 }
 
-func newTraced(t *testing.T) *traced {
+func newTraced(t *testing.T, tracer trace.Tracer) *traced {
 	t.Helper()
 	n := testenv.StartNATS(t)
 	_, js := n.Connect(t)
@@ -56,7 +60,7 @@ func newTraced(t *testing.T) *traced {
 		JetStream: js, Streams: cfg, Store: store,
 		Gateways: map[string]handlers.Gateway{"paymentoptions": tr.gw}, DefaultGateway: "paymentoptions",
 		Retry: fastRetry, Lease: 30 * time.Second, AckWait: 30 * time.Second,
-		Holder: "test", Source: "urn:payworker:test", Now: c.Now, Sleep: c.Sleep,
+		Holder: "test", Source: "urn:payworker:test", Now: c.Now, Sleep: c.Sleep, Tracer: tracer,
 	})
 	return tr
 }
@@ -123,7 +127,7 @@ func captureBody(key string) []byte {
 // CloudEvents traceparent attribute, with a span id of the worker's own and
 // the command's tracestate; a command without one gets a fresh trace.
 func TestEventsCarryTheCommandsTrace(t *testing.T) {
-	tr := newTraced(t)
+	tr := newTraced(t, nil)
 	parent := func(i int) nats.Header {
 		return nats.Header{"traceparent": {fmt.Sprintf("00-4bf92f3577b34da6a3ce929d0e0e47%02d-00f067aa0ba902b7-01", i)},
 			"tracestate": {"congo=t61rcWkgMzE"}}
@@ -183,4 +187,69 @@ func TestEventsCarryTheCommandsTrace(t *testing.T) {
 	if ids[0] == ids[1] {
 		t.Errorf("two commands without traceparent share trace %s, want a fresh trace each", ids[0])
 	}
+}
+
+// TestSpanTree: with the OpenTelemetry SDK, handling a command with a
+// traceparent makes a CONSUMER span that is a child of the command's span,
+// and under it the store claim, one CLIENT span per gateway call and a
+// PRODUCER span for the event; the event's traceparent names the CONSUMER
+// span.
+func TestSpanTree(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	tr := newTraced(t, tp.Tracer("test"))
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	got := tr.handle(tr.cfg.CommandSubject("capture"), captureBody("s1"), nats.Header{"traceparent": {parent}})
+	if len(got) != 1 || got[0].event.Type != events.CaptureSucceeded.Type() {
+		t.Fatalf("events %+v, want capture.succeeded", got)
+	}
+
+	var consumer sdktrace.ReadOnlySpan
+	byKind := map[trace.SpanKind][]sdktrace.ReadOnlySpan{}
+	for _, s := range rec.Ended() {
+		byKind[s.SpanKind()] = append(byKind[s.SpanKind()], s)
+		if s.SpanKind() == trace.SpanKindConsumer {
+			consumer = s
+		}
+	}
+	if consumer == nil {
+		t.Fatalf("no CONSUMER span among %d", len(rec.Ended()))
+	}
+	if p := consumer.Parent(); p.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || p.SpanID().String() != "00f067aa0ba902b7" {
+		t.Errorf("CONSUMER span's parent = %s/%s, want the command's span", p.TraceID(), p.SpanID())
+	}
+	if id := tracing.TraceID(got[0].event.TraceParent); id != "4bf92f3577b34da6a3ce929d0e0e4736" ||
+		got[0].event.TraceParent != "00-4bf92f3577b34da6a3ce929d0e0e4736-"+consumer.SpanContext().SpanID().String()+"-01" {
+		t.Errorf("event traceparent %q, want the CONSUMER span %s", got[0].event.TraceParent, consumer.SpanContext().SpanID())
+	}
+	childOf := func(s sdktrace.ReadOnlySpan) bool { return s.Parent().SpanID() == consumer.SpanContext().SpanID() }
+	if c := byKind[trace.SpanKindClient]; len(c) != 1 || !childOf(c[0]) || c[0].Name() != "gateway capture" {
+		t.Errorf("CLIENT spans %v, want one gateway capture under the CONSUMER span", names(c))
+	}
+	if p := byKind[trace.SpanKindProducer]; len(p) != 1 || !childOf(p[0]) || p[0].Name() != "send payments.evt.capture.succeeded" {
+		t.Errorf("PRODUCER spans %v, want one send payments.evt.capture.succeeded under the CONSUMER span", names(p))
+	}
+	var claim bool
+	for _, s := range byKind[trace.SpanKindInternal] {
+		claim = claim || (s.Name() == "idempotency claim" && childOf(s))
+	}
+	if !claim {
+		t.Errorf("INTERNAL spans %v, want an idempotency claim under the CONSUMER span", names(byKind[trace.SpanKindInternal]))
+	}
+	for _, s := range rec.Ended() {
+		for _, a := range s.Attributes() {
+			if v := a.Value.Emit(); strings.Contains(v, "auth-s1") {
+				t.Errorf("span %s attribute %s = %q carries the transaction", s.Name(), a.Key, v)
+			}
+		}
+	}
+}
+
+func names(spans []sdktrace.ReadOnlySpan) []string {
+	var out []string
+	for _, s := range spans {
+		out = append(out, s.Name()+" ("+s.SpanKind().String()+")")
+	}
+	return out
 }

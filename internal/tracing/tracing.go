@@ -18,6 +18,7 @@ import (
 	"strings"
 
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -75,6 +76,23 @@ func Start(ctx context.Context, hdr nats.Header) context.Context {
 	}
 	crand.Read(cfg.SpanID[:])
 	return trace.ContextWithSpanContext(ctx, trace.NewSpanContext(cfg))
+}
+
+// Consume starts the handling of a message with headers hdr: with a tracer
+// of the OpenTelemetry SDK, a span of kind CONSUMER, child of the span that
+// hdr's traceparent names (a root span without one); with a no-op tracer, no
+// span but a span context of its own all the same (Start). The caller ends
+// the span.
+func Consume(ctx context.Context, tracer trace.Tracer, hdr nats.Header, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	pctx := propagator.Extract(ctx, Carrier(hdr))
+	parent := trace.SpanContextFromContext(pctx)
+	attrs = append(attrs, attribute.String("messaging.system", "nats"), attribute.String("messaging.operation.type", "process"))
+	sctx, span := tracer.Start(pctx, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	if sc := span.SpanContext(); sc.IsValid() && sc.SpanID() != parent.SpanID() {
+		return sctx, span
+	}
+	ctx = Start(ctx, hdr)
+	return ctx, trace.SpanFromContext(ctx)
 }
 
 // Inject writes ctx's span context to hdr (traceparent, and tracestate when
