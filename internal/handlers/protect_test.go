@@ -20,6 +20,7 @@ import (
 	"github.com/payworker/payworker/internal/idempotency"
 	"github.com/payworker/payworker/internal/streams"
 	"github.com/payworker/payworker/internal/testenv"
+	"github.com/payworker/payworker/schemas"
 )
 
 // fakeGateway answers each capture with the next result of its script
@@ -215,6 +216,9 @@ func (g *guarded) capture(id, key string) handled {
 		raw, err := g.events.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if err := schemas.ValidateEventJSON(raw.Data); err != nil {
+			t.Errorf("event %d does not validate: %v\n%s", seq, err, raw.Data)
 		}
 		if err := json.Unmarshal(raw.Data, &out.event); err != nil {
 			t.Fatal(err)
