@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/payworker/payworker/internal/events"
 	"github.com/payworker/payworker/internal/handlers"
@@ -75,6 +76,8 @@ type Options struct {
 	// Guard, when set, puts gateway protection (circuit breakers, rate
 	// limits, SIBS beside PaymentOptions) in each worker; see protect.go.
 	Guard *Guard
+	// Tracer, when set, makes the handlers' spans; nil is the no-op tracer.
+	Tracer trace.Tracer
 }
 
 // DefaultOptions are a Redis store,, one worker of 16, a 5s lease and a fast retry budget.
@@ -160,6 +163,7 @@ func (s *System) StartWorker(t testing.TB, id string, o Options) (stop func()) {
 		Source:         "urn:payworker:test:" + id,
 		Logger:         log,
 		TestHook:       o.Hook,
+		Tracer:         o.Tracer,
 	}
 	if o.Guard != nil {
 		s.guard(t, id, o.Guard, &hc)
