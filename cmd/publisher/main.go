@@ -73,7 +73,7 @@ type subcommand struct {
 
 func subcommands() []subcommand {
 	return []subcommand{
-		{"provision", "create or update the streams (the worker also does it at start)", runProvision},
+		{"provision", "create the streams that are missing, raise their replicas (the worker also does it at start)", runProvision},
 		{"capture", "publish one capture command, optionally wait for its outcome", runCapture},
 		{"void", "publish one void command, optionally wait for its outcome", runVoid},
 		{"batch", "publish a CSV or JSON Lines file of commands, optionally wait for every outcome", runBatch},

@@ -475,7 +475,7 @@ func settings() []setting {
 			set: func(c *Config, v string) (err error) { c.Streams.Events, err = token(v); return err }},
 		{name: "STREAM_DLQ", def: sd.DLQ, desc: "dead-letter stream",
 			set: func(c *Config, v string) (err error) { c.Streams.DLQ, err = token(v); return err }},
-		{name: "STREAM_REPLICAS", def: strconv.Itoa(sd.Replicas), desc: "replicas of each stream (1..5)",
+		{name: "STREAM_REPLICAS", def: strconv.Itoa(sd.Replicas), desc: "replicas of each stream and key-value bucket (1..5); raised on existing ones, never lowered",
 			set: func(c *Config, v string) (err error) { c.Streams.Replicas, err = intIn(v, 1, 5); return err }},
 		{name: "COMMANDS_MAX_AGE", def: "168h", desc: "retention of the commands stream",
 			set: func(c *Config, v string) (err error) { c.Streams.CommandsMaxAge, err = positiveDuration(v); return err }},

@@ -38,7 +38,7 @@ func Settings() []Setting {
 			Set: func(c *Config, v string) (err error) { c.Events, err = token(v); return err }},
 		{Name: "STREAM_DLQ", Default: d.DLQ, Desc: "dead-letter stream",
 			Set: func(c *Config, v string) (err error) { c.DLQ, err = token(v); return err }},
-		{Name: "STREAM_REPLICAS", Default: strconv.Itoa(d.Replicas), Desc: "replicas of each stream and key-value bucket (1..5); never lowered on existing ones",
+		{Name: "STREAM_REPLICAS", Default: strconv.Itoa(d.Replicas), Desc: "replicas of each stream and key-value bucket (1..5); raised on existing ones, never lowered",
 			Set: func(c *Config, v string) (err error) { c.Replicas, err = intIn(v, 1, 5); return err }},
 		{Name: "COMMANDS_MAX_AGE", Default: d.CommandsMaxAge.String(), Desc: "retention of the commands stream",
 			Set: func(c *Config, v string) (err error) { c.CommandsMaxAge, err = positiveDuration(v); return err }},
