@@ -415,7 +415,7 @@ func settings() []setting {
 			set: func(c *Config, v string) (err error) { c.DefaultGateway, err = gatewayName(v); return err }},
 		{name: "GATEWAY_ROUTES", def: "", desc: "per-merchant gateways: merchantA=sibs,merchantB=paymentoptions",
 			set: func(c *Config, v string) (err error) { c.GatewayRoutes, err = routes(v); return err }},
-		{name: "WORKER_CONCURRENCY", def: "256", desc: "commands handled at once (1..4096); size it to the target rate × the gateway latency",
+		{name: "WORKER_CONCURRENCY", def: "128", desc: "commands handled at once (1..4096); size it to the target rate × the gateway latency",
 			set: func(c *Config, v string) (err error) { c.WorkerConcurrency, err = intIn(v, 1, 4096); return err }},
 		{name: "RETRY_MAX_ELAPSED", def: "2m", desc: "retry budget of one command",
 			set: func(c *Config, v string) (err error) { c.RetryMaxElapsed, err = positiveDuration(v); return err }},

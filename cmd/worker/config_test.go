@@ -88,7 +88,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"DefaultGateway", c.DefaultGateway, "paymentoptions"},
 		{"len(GatewayRoutes)", len(c.GatewayRoutes), 0},
 		{"GatewayRoutes != nil", c.GatewayRoutes != nil, true},
-		{"WorkerConcurrency", c.WorkerConcurrency, 256},
+		{"WorkerConcurrency", c.WorkerConcurrency, 128},
 		{"RetryMaxElapsed", c.RetryMaxElapsed, 2 * time.Minute},
 		{"RetryMaxAttempts", c.RetryMaxAttempts, 10},
 		{"RetryInitialInterval", c.RetryInitialInterval, 200 * time.Millisecond},

@@ -69,7 +69,7 @@ func New(cfg Config) *Worker {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 256
+		cfg.Concurrency = 128
 	}
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 30 * time.Second
