@@ -138,11 +138,6 @@ func TestLostRedisRecordsNeverResendBlind(t *testing.T) {
 			var calls callLog
 			startRecordedWorker(t, s, o, &calls)
 
-			type order struct {
-				merchant, auth, key string
-				amount              int64
-				currency            string
-			}
 			var orders []order
 			for i := range 60 {
 				orders = append(orders, order{poMerchant, s.Sandbox.Authorise(poMerchant, 1000, "JPY"), "po-" + strconv.Itoa(i), 1000, "JPY"})
@@ -150,12 +145,7 @@ func TestLostRedisRecordsNeverResendBlind(t *testing.T) {
 			for i := range 40 {
 				orders = append(orders, order{sibsMerchant, s.Sandbox.Authorise(sibsMerchant, 500, "PLN"), "sibs-" + strconv.Itoa(i), 200, "PLN"})
 			}
-			emit := func(round string) {
-				for _, o := range orders {
-					s.Publish(t, "capture", systemtest.Cmd{"command_id": round + "-" + o.key, "idempotency_key": o.key, "type": "capture",
-						"merchant_id": o.merchant, "transaction_id": o.auth, "amount": o.amount, "currency": o.currency})
-				}
-			}
+			emit := func(round string) { emitOrders(t, s, round, orders) }
 			emit("first")
 			for _, o := range orders {
 				s.WaitKind(t, o.merchant, o.key, events.CaptureSucceeded)
@@ -167,28 +157,7 @@ func TestLostRedisRecordsNeverResendBlind(t *testing.T) {
 			emit("again")
 			s.Settle(t)
 
-			for _, o := range orders {
-				ops := s.Sandbox.Applied(o.auth)
-				var captured int64
-				for _, op := range ops {
-					captured += op.Amount
-				}
-				if len(ops) != 1 || captured != o.amount {
-					t.Errorf("%s: ledger %s, want one capture of %d", o.key, ledgerOf(s.Sandbox, o.auth), o.amount)
-				}
-				if got := calls.of(o.key); len(got) == 0 || got[0] != "status" {
-					t.Errorf("%s: gateway calls after the loss %v, want a status call first", o.key, got)
-				}
-				evs := s.EventsFor(o.merchant, o.key)
-				if n := systemtest.Count(evs, events.CaptureSucceeded); n != 1 {
-					t.Errorf("%s: %d succeeded events (%s), want exactly one", o.key, n, systemtest.Kinds(evs))
-				}
-				for _, k := range []events.Kind{events.CaptureFailed, events.DeadLettered, events.Rejected} {
-					if n := systemtest.Count(evs, k); n != 0 {
-						t.Errorf("%s: %d %s events (%s): the events contradict the gateway", o.key, n, k.Type(), systemtest.Kinds(evs))
-					}
-				}
-			}
+			checkOnceStatusFirst(t, s, &calls, orders, "the loss")
 		})
 	}
 }
@@ -237,5 +206,53 @@ func TestLostRecordUnprovableIsDeadLettered(t *testing.T) {
 	}
 	if n := systemtest.Count(s.EventsFor(sibsMerchant, "k"), events.CaptureFailed); n != 0 {
 		t.Errorf("%d capture.failed events, want none", n)
+	}
+}
+
+// order is one capture of the lost-record tests: its key, the
+// authorisation it captures and how much.
+type order struct {
+	merchant, auth, key string
+	amount              int64
+	currency            string
+}
+
+// emitOrders publishes a capture for each order, command ids prefixed with
+// round, keys the orders' own.
+func emitOrders(t *testing.T, s *systemtest.System, round string, orders []order) {
+	t.Helper()
+	for _, o := range orders {
+		s.Publish(t, "capture", systemtest.Cmd{"command_id": round + "-" + o.key, "idempotency_key": o.key, "type": "capture",
+			"merchant_id": o.merchant, "transaction_id": o.auth, "amount": o.amount, "currency": o.currency})
+	}
+}
+
+// checkOnceStatusFirst checks, after the store lost records (what names
+// the event) and the orders were emitted again: each authorisation captured
+// once for its amount, every key's first gateway call since a status call,
+// exactly one succeeded event per key and none that contradicts the gateway.
+func checkOnceStatusFirst(t *testing.T, s *systemtest.System, calls *callLog, orders []order, what string) {
+	t.Helper()
+	for _, o := range orders {
+		ops := s.Sandbox.Applied(o.auth)
+		var captured int64
+		for _, op := range ops {
+			captured += op.Amount
+		}
+		if len(ops) != 1 || captured != o.amount {
+			t.Errorf("%s: ledger %s, want one capture of %d", o.key, ledgerOf(s.Sandbox, o.auth), o.amount)
+		}
+		if got := calls.of(o.key); len(got) == 0 || got[0] != "status" {
+			t.Errorf("%s: gateway calls after %s %v, want a status call first", o.key, what, got)
+		}
+		evs := s.EventsFor(o.merchant, o.key)
+		if n := systemtest.Count(evs, events.CaptureSucceeded); n != 1 {
+			t.Errorf("%s: %d succeeded events (%s), want exactly one", o.key, n, systemtest.Kinds(evs))
+		}
+		for _, k := range []events.Kind{events.CaptureFailed, events.DeadLettered, events.Rejected} {
+			if n := systemtest.Count(evs, k); n != 0 {
+				t.Errorf("%s: %d %s events (%s): the events contradict the gateway", o.key, n, k.Type(), systemtest.Kinds(evs))
+			}
+		}
 	}
 }

@@ -44,23 +44,13 @@ func TestSentinelFailoverLosingWritesNeverResendsBlind(t *testing.T) {
 	var calls callLog
 	startRecordedWorker(t, s, o, &calls)
 
-	type order struct {
-		merchant, auth, key string
-		amount              int64
-		currency            string
-	}
 	newOrder := func(merchant, key string) order {
 		if merchant == sibsMerchant {
 			return order{merchant, s.Sandbox.Authorise(merchant, 500, "PLN"), key, 200, "PLN"}
 		}
 		return order{merchant, s.Sandbox.Authorise(merchant, 1000, "JPY"), key, 1000, "JPY"}
 	}
-	emit := func(round string, orders []order) {
-		for _, o := range orders {
-			s.Publish(t, "capture", systemtest.Cmd{"command_id": round + "-" + o.key, "idempotency_key": o.key, "type": "capture",
-				"merchant_id": o.merchant, "transaction_id": o.auth, "amount": o.amount, "currency": o.currency})
-		}
-	}
+	emit := func(round string, orders []order) { emitOrders(t, s, round, orders) }
 	waitDone := func(orders []order) {
 		for _, o := range orders {
 			s.WaitKind(t, o.merchant, o.key, events.CaptureSucceeded)
@@ -104,24 +94,7 @@ func TestSentinelFailoverLosingWritesNeverResendsBlind(t *testing.T) {
 	calls.reset()
 	emit("again", orders)
 	s.Settle(t)
-	for _, o := range orders {
-		ops := s.Sandbox.Applied(o.auth)
-		if len(ops) != 1 || ops[0].Amount != o.amount {
-			t.Errorf("%s: ledger %s, want one capture of %d", o.key, ledgerOf(s.Sandbox, o.auth), o.amount)
-		}
-		if got := calls.of(o.key); len(got) == 0 || got[0] != "status" {
-			t.Errorf("%s: gateway calls after the failover %v, want a status call first", o.key, got)
-		}
-		evs := s.EventsFor(o.merchant, o.key)
-		if n := systemtest.Count(evs, events.CaptureSucceeded); n != 1 {
-			t.Errorf("%s: %d succeeded events (%s), want exactly one", o.key, n, systemtest.Kinds(evs))
-		}
-		for _, k := range []events.Kind{events.CaptureFailed, events.DeadLettered, events.Rejected} {
-			if n := systemtest.Count(evs, k); n != 0 {
-				t.Errorf("%s: %d %s events (%s): the events contradict the gateway", o.key, n, k.Type(), systemtest.Kinds(evs))
-			}
-		}
-	}
+	checkOnceStatusFirst(t, s, &calls, orders, "the failover")
 	if doubts.Load() == 0 {
 		t.Errorf("no doubt reported after the failover")
 	}
