@@ -438,17 +438,20 @@ func (h *Handler) complete(ctx context.Context, d *delivery, out idempotency.Out
 	}
 }
 
-// completed settles a message whose key already has its outcome: a redelivery
-// of the command that reached it republishes the stored event (JetStream drops
-// it as a duplicate if the first publication arrived); any other command gets a
-// duplicate event naming the original.
+// completed settles a message whose key already has its outcome: the command
+// that reached it, delivered again, republishes the stored event (JetStream
+// drops it as a duplicate if the first publication arrived); any other
+// command gets a duplicate event naming the original. "Delivered again" is
+// told by the command id, not by the delivery count: a server restart can
+// lose the plain ack and the consumer's count with it, and hand the same
+// message back as a first delivery.
 func (h *Handler) completed(ctx context.Context, d *delivery, rec idempotency.Record) {
 	if rec.Outcome == nil {
 		d.log.Error("completed record without outcome")
 		h.settle(d.log, "nak_with_delay", d.msg.NakWithDelay(jitter(storeRetryDelay)))
 		return
 	}
-	if d.meta.NumDelivered > 1 && completedBy(rec) == d.cmd.CommandID {
+	if completedBy(rec) == d.cmd.CommandID {
 		if err := h.publish(ctx, rec.Outcome.Subject, rec.Outcome.Event, rec.Outcome.EventID, nil); err != nil {
 			d.log.Warn("republishing the terminal event failed", slog.Any("error", err))
 			h.settle(d.log, "nak", d.msg.Nak())

@@ -115,8 +115,11 @@ func (tr *traced) handle(subject string, body []byte, hdr nats.Header) []tracedE
 	return out
 }
 
-func captureBody(key string) []byte {
-	body, _ := json.Marshal(map[string]any{"command_id": key, "idempotency_key": key, "type": "capture", "merchant_id": merchant,
+func captureBody(key string) []byte { return captureBodyID(key, key) }
+
+// captureBodyID is a capture of key under command id id.
+func captureBodyID(id, key string) []byte {
+	body, _ := json.Marshal(map[string]any{"command_id": id, "idempotency_key": key, "type": "capture", "merchant_id": merchant,
 		"transaction_id": "auth-" + key, "amount": 1000, "currency": "EUR"})
 	return body
 }
@@ -142,7 +145,7 @@ func TestEventsCarryTheCommandsTrace(t *testing.T) {
 		kind    events.Kind
 	}{
 		{"succeeded", capture, captureBody("k1"), parent(1), false, events.CaptureSucceeded},
-		{"duplicate", capture, captureBody("k1"), parent(2), false, events.Duplicate},
+		{"duplicate", capture, captureBodyID("k1-again", "k1"), parent(2), false, events.Duplicate},
 		{"rejected", capture, []byte(`{"type":"capture"`), parent(3), false, events.Rejected},
 		{"dead-lettered", capture, captureBody("k4"), parent(4), true, events.DeadLettered},
 		{"canonical header spelling", capture, captureBody("k5"), nats.Header{"Traceparent": parent(5)["traceparent"]}, false, events.CaptureSucceeded},
