@@ -90,7 +90,11 @@ func TestWorkerOnCluster(t *testing.T) {
 
 	e := clusterEnv()
 	e["STREAM_REPLICAS"] = "5"
-	err = run(ctx, []string{"worker"}, e.get, &strings.Builder{}, &testenv.LogBuffer{})
+	// A context of its own: the election above may have used most of ctx on
+	// a loaded machine.
+	rctx, rcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer rcancel()
+	err = run(rctx, []string{"worker"}, e.get, &strings.Builder{}, &testenv.LogBuffer{})
 	var ue usageError
 	if !errors.As(err, &ue) || !strings.HasPrefix(err.Error(), "STREAM_REPLICAS: 5 replicas: the NATS servers of NATS_URL cannot place them") {
 		t.Errorf("run(STREAM_REPLICAS=5 on 3 servers) = %v, want a usage error naming STREAM_REPLICAS", err)
