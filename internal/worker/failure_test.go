@@ -501,6 +501,11 @@ func TestCrashPoints(t *testing.T) {
 					if n := len(terminals(evs)); n != 1 {
 						t.Errorf("terminal events after the replay = %d (%v), want 1", n, typesOf(evs))
 					}
+					// The same command, delivered as a new message, is not a
+					// duplicate of itself.
+					if n := countType(evs, events.Duplicate); n != 0 {
+						t.Errorf("duplicate events after the same command again = %d (%v), want 0", n, typesOf(evs))
+					}
 					if got := s.Sandbox.Calls(gw.capture) + s.Sandbox.Calls(gw.status); got != calls {
 						t.Errorf("gateway calls after the replay = %d, want %d (none)", got, calls)
 					}
