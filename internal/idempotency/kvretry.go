@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/payworker/payworker/internal/jsretry"
 )
 
 // Defaults of KVOptions.RequestTimeout and KVOptions.RetryFor.
@@ -19,10 +19,6 @@ const (
 	defaultKVRequestTimeout = 2 * time.Second
 	defaultKVRetryFor       = 15 * time.Second
 )
-
-// errCodeClusterNotAvail is JetStream's "JetStream system temporarily
-// unavailable": a group without a leader (an election) answering.
-const errCodeClusterNotAvail jetstream.ErrorCode = 10008
 
 // retryingKV is a key-value bucket whose every request has its own short
 // timeout and is sent again while the bucket cannot answer (a leader
@@ -77,42 +73,9 @@ func newRetryingKV(js jetstream.JetStream, bucket string, kv jetstream.KeyValue,
 		timeout: timeout, retryFor: retryFor}
 }
 
-// do runs request with its own timeout, again after a transient failure,
-// until it succeeds, fails otherwise, ctx ends or retryFor has passed.
+// do runs request as jsretry.Do does, for at most retryFor.
 func (r *retryingKV) do(ctx context.Context, request func(ctx context.Context) error) error {
-	deadline := time.Now().Add(r.retryFor)
-	delay := 25 * time.Millisecond
-	for {
-		rctx, cancel := context.WithTimeout(ctx, r.timeout)
-		err := request(rctx)
-		cancel()
-		if err == nil || !transient(err) || ctx.Err() != nil || !time.Now().Before(deadline) {
-			return err
-		}
-		// Half the delay, plus up to as much again at random: callers that
-		// failed together do not retry together.
-		d := delay/2 + rand.N(delay/2+1)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w (after %w)", ctx.Err(), err)
-		case <-t.C:
-		}
-		delay = min(2*delay, time.Second)
-	}
-}
-
-// transient reports whether err may be gone on the next try: a request that
-// timed out or met no responders (the server it went to died, or the group
-// it needs has no leader), or JetStream saying it is briefly unavailable.
-func transient(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
-		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == errCodeClusterNotAvail || apiErr.Code == http.StatusServiceUnavailable)
+	return jsretry.Do(ctx, jsretry.Policy{Timeout: r.timeout, For: r.retryFor}, request)
 }
 
 // getLeader reads the last value of key from the leader of the bucket's

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/payworker/payworker/internal/jsretry"
 )
 
 // ErrNotProvisioned is returned by Check when a stream does not exist yet.
@@ -19,6 +21,12 @@ var ErrNotProvisioned = errors.New("streams not provisioned: start the worker fi
 // available": a stream's MaxBytes is more than the server or the account has
 // left to reserve.
 const errCodeStorageExceeded jetstream.ErrorCode = 10047
+
+// requestPolicy bounds each JetStream API request of Ensure: a request the
+// cluster drops during an election (the meta leader moving after a server
+// restart) is sent again after this long rather than holding the caller's
+// whole deadline, until the caller's context ends.
+var requestPolicy = jsretry.Policy{Timeout: 10 * time.Second}
 
 // StreamConfigs returns the configuration of the three streams. All use limits
 // retention so acked commands stay for audit and replay, file storage, and the
@@ -141,14 +149,18 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config, opts EnsureOp
 // ensureStream creates want, or updates the existing stream as Ensure says,
 // adding what it changed and left to rep. It reports whether it created it.
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig, opts EnsureOptions, rep *Report) (bool, error) {
-	s, err := js.Stream(ctx, want.Name)
+	var s jetstream.Stream
+	lookup := func(ctx context.Context) (err error) { s, err = js.Stream(ctx, want.Name); return err }
+	err := jsretry.Do(ctx, requestPolicy, lookup)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = js.CreateStream(ctx, want)
+		// Sent again after a timeout, a create whose first try was applied
+		// meets the same configuration and succeeds.
+		err = jsretry.Do(ctx, requestPolicy, func(ctx context.Context) error { _, err := js.CreateStream(ctx, want); return err })
 		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			return err == nil, err
 		}
 		// Another worker created it a moment ago: bring that one along.
-		s, err = js.Stream(ctx, want.Name)
+		err = jsretry.Do(ctx, requestPolicy, lookup)
 	}
 	if err != nil {
 		return false, err
@@ -198,7 +210,8 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	if !changed {
 		return false, nil
 	}
-	_, err = js.UpdateStream(ctx, next)
+	// The same update sent twice leaves the stream as one would.
+	err = jsretry.Do(ctx, requestPolicy, func(ctx context.Context) error { _, err := js.UpdateStream(ctx, next); return err })
 	return false, err
 }
 
