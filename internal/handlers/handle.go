@@ -451,8 +451,13 @@ func (h *Handler) completed(ctx context.Context, d *delivery, rec idempotency.Re
 		h.settle(d.log, "nak_with_delay", d.msg.NakWithDelay(jitter(storeRetryDelay)))
 		return
 	}
+	// Publishing is retried for at most the ack wait: after it JetStream
+	// delivers the message again anyway, and this slot is better given back
+	// than spent on a stream that keeps refusing.
+	pctx, cancel := context.WithTimeout(ctx, h.cfg.AckWait)
+	defer cancel()
 	if completedBy(rec) == d.cmd.CommandID {
-		if err := h.publish(ctx, rec.Outcome.Subject, rec.Outcome.Event, rec.Outcome.EventID, nil); err != nil {
+		if err := h.publish(pctx, rec.Outcome.Subject, rec.Outcome.Event, rec.Outcome.EventID, nil); err != nil {
 			d.log.Warn("republishing the terminal event failed", slog.Any("error", err))
 			h.settle(d.log, "nak", d.msg.Nak())
 			return
@@ -470,7 +475,7 @@ func (h *Handler) completed(ctx context.Context, d *delivery, rec idempotency.Re
 	ev.TraceParent, ev.TraceState = tracing.Attributes(ctx)
 	body, err := ev.Marshal()
 	if err == nil {
-		err = h.publish(ctx, h.cfg.Streams.EventSubject(string(events.Duplicate)), body, id, nil)
+		err = h.publish(pctx, h.cfg.Streams.EventSubject(string(events.Duplicate)), body, id, nil)
 	}
 	if err != nil {
 		d.log.Warn("duplicate event not stored", slog.Any("error", err))

@@ -67,8 +67,12 @@ func (h *Handler) reject(ctx context.Context, msg jetstream.Msg, meta *jetstream
 		hdr.Set(HeaderField, why.Field)
 	}
 	h.originHeaders(hdr, msg, meta)
+	// Both publications are retried for at most the ack wait, as in
+	// completed.
+	pctx, cancel := context.WithTimeout(ctx, h.cfg.AckWait)
+	defer cancel()
 	dlqSubject := h.cfg.Streams.DLQSubject("invalid")
-	ack, err := h.publishAck(ctx, dlqSubject, msg.Data(), "dlq:"+seqID(meta), hdr)
+	ack, err := h.publishAck(pctx, dlqSubject, msg.Data(), "dlq:"+seqID(meta), hdr)
 	if err != nil {
 		log.Warn("rejected message not stored in the DLQ; left for redelivery", slog.Any("error", err))
 		h.settle(log, "nak", msg.Nak())
@@ -88,7 +92,7 @@ func (h *Handler) reject(ctx context.Context, msg jetstream.Msg, meta *jetstream
 	ev.TraceParent, ev.TraceState = tracing.Attributes(ctx)
 	body, err := ev.Marshal()
 	if err == nil {
-		err = h.publish(ctx, h.cfg.Streams.EventSubject(string(events.Rejected)), body, id, nil)
+		err = h.publish(pctx, h.cfg.Streams.EventSubject(string(events.Rejected)), body, id, nil)
 	}
 	if err != nil {
 		log.Warn("rejected event not stored; left for redelivery", slog.Any("error", err))

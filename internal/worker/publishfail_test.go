@@ -3,7 +3,9 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/payworker/payworker/internal/idempotency"
 	"github.com/payworker/payworker/internal/sandbox"
 	"github.com/payworker/payworker/internal/systemtest"
+	"github.com/payworker/payworker/internal/testenv"
 )
 
 // The tests of this file make a JetStream publication really fail: the
@@ -200,6 +203,8 @@ func TestPublishFailResultEvent(t *testing.T) {
 		t.Run(st.name, func(t *testing.T) {
 			tr := &tracer{}
 			o := publishFailOptions(st.kv, tr)
+			logs := &testenv.LogBuffer{}
+			o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 			s := systemtest.Start(t, o)
 			tr.setStore(s.Store)
 			restore := refuseWrites(t, s.JS, s.Streams.Events, s.Streams.EventSubject("probe"))
@@ -221,6 +226,11 @@ func TestPublishFailResultEvent(t *testing.T) {
 			waitUnacked(t, s, seq, 20*time.Second, "a redelivery", why, func() bool { return tr.count(handlers.PointDecoded) >= 2 })
 			time.Sleep(o.Lease) // the redelivery, too, keeps failing to publish
 			wantNotAcked(t, s, seq, why)
+			// It retries for at most the ack wait, then hands the message
+			// back instead of holding its slot until the worker stops.
+			waitUnacked(t, s, seq, 3*o.AckWait, "the redelivery to give up republishing after the ack wait", why, func() bool {
+				return strings.Contains(logs.String(), "republishing the terminal event failed")
+			})
 			if evs := eventsOf(readEvents(t, s), merchant, key); len(evs) != 0 {
 				t.Fatalf("events of the key while the stream refuses = %v, want none", typesOf(evs))
 			}
