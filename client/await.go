@@ -116,15 +116,27 @@ func (c *Client) await(ctx context.Context, f *follower, w *waiter) (Result, err
 }
 
 // original returns the terminal outcome a duplicate repeats, or nil when
-// it is not found within the history.
+// it is not found. It is looked for in what the follower read and in the
+// history; when it is in neither, it may not be stored yet: the worker
+// records a key's outcome before it publishes the outcome's event, so
+// another command with the key can be answered in between, and its
+// duplicate event precede the original in the stream (after a crash
+// between the two, the original comes with its command's redelivery).
+// So the follower then waits for it, up to originalGrace.
 func (c *Client) original(ctx context.Context, f *follower, dup *Duplicate) Result {
-	w := &waiter{
-		id:           keyID{dup.Data.MerchantID, dup.Data.IdempotencyKey},
-		terminalOnly: true, historyOnly: true, needHistory: true,
+	id := keyID{dup.Data.MerchantID, dup.Data.IdempotencyKey}
+	a, err := f.wait(ctx, &waiter{
+		id: id, terminalOnly: true, historyOnly: true, needHistory: true,
 		since: time.Now().Add(-c.history),
+	})
+	if err == nil && a.ev == nil && a.seq == 0 {
+		// What the follower reads meanwhile is in its index, which this
+		// wait reads first: nothing falls between the two.
+		gctx, cancel := context.WithTimeout(ctx, originalGrace)
+		defer cancel()
+		a, err = f.wait(gctx, &waiter{id: id, terminalOnly: true})
 	}
-	a, err := f.wait(ctx, w)
-	if err != nil || (a.ev == nil && a.seq == 0) {
+	if err != nil {
 		return nil
 	}
 	ev, err := f.fetch(ctx, a)

@@ -273,6 +273,50 @@ func TestAwaitCommand(t *testing.T) {
 		}
 	})
 
+	// The worker records a key's outcome, then publishes its event: a
+	// command with the same key handled in between is answered first.
+	t.Run("a duplicate stored before its original", func(t *testing.T) {
+		again := client.Capture{IdempotencyKey: "order-5", MerchantID: "M1", TransactionID: "T5", Amount: 1000, Currency: "JPY"}
+		ack, err := e.c.Publish(ctx, again)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.store(duplicate("M1", "order-5", ack.CommandID))
+		after(500*time.Millisecond, func() { e.store(terminal(events.CaptureSucceeded, "M1", "order-5", "first")) })
+		r, err := e.c.AwaitCommand(ctx, ack)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, ok := r.(*client.Duplicate)
+		if !ok {
+			t.Fatalf("AwaitCommand = %v, want a duplicate", r)
+		}
+		if s, ok := d.Original.(*client.Succeeded); !ok || s.ID != d.OriginalEventID || s.Data.CommandID != "first" || !d.OK() {
+			t.Errorf("Original = %v (OK %v), want the success stored after the duplicate", d.Original, d.OK())
+		}
+	})
+
+	t.Run("a duplicate whose original is never stored", func(t *testing.T) {
+		defer client.SetOriginalGrace(300 * time.Millisecond)()
+		again := client.Capture{IdempotencyKey: "order-6", MerchantID: "M1", TransactionID: "T6", Amount: 1000, Currency: "JPY"}
+		ack, err := e.c.Publish(ctx, again)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.store(duplicate("M1", "order-6", ack.CommandID))
+		start := time.Now()
+		r, err := e.c.AwaitCommand(ctx, ack)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := r.(*client.Duplicate); !ok || d.Original != nil || d.OK() {
+			t.Errorf("AwaitCommand = %v, want a duplicate without its original", r)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("AwaitCommand took %v, want about the grace (300ms)", took)
+		}
+	})
+
 	t.Run("a fresh client, a command answered before it started", func(t *testing.T) {
 		ack, err := e.c.Publish(ctx, client.Void{CommandID: "cmd-2", MerchantID: "M1", TransactionID: "T2"})
 		if err != nil {

@@ -41,6 +41,11 @@ const clockSkew = time.Minute
 // messages it expected were deleted meanwhile.
 const historyIdle = 10 * time.Second
 
+// originalGrace is how long a duplicate's original outcome is waited for
+// when it is neither in the history nor read yet: the worker publishes it
+// just after recording it, which a duplicate can overtake.
+var originalGrace = 10 * time.Second
+
 // conflictCode is the rejection code of a command that reused a key with
 // other parameters: it says nothing of the key's own outcome.
 const conflictCode = "idempotency_key_conflict"

@@ -16,6 +16,7 @@ import (
 
 	"github.com/payworker/payworker/client"
 
+	"github.com/payworker/payworker/internal/sandbox"
 	"github.com/payworker/payworker/internal/systemtest"
 )
 
@@ -184,4 +185,111 @@ func clientGoroutines() []string {
 		}
 	}
 	return out
+}
+
+// TestDoReEmissions sends every capture of a batch again with a new
+// command id, as an order service re-emitting its fulfilments does, all at
+// once through one Client: every Do returns, each key is captured once, and
+// every re-emission's *Duplicate carries the key's original outcome. A
+// third of the keys were done before the client started (their outcome is
+// in the history); the others are sent twice at the same time, so that a
+// re-emission often finds its key recorded before the original event is
+// published (the worker records the outcome, then publishes it): the
+// duplicate event can precede the original in the stream.
+func TestDoReEmissions(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, early = 300, 100
+	run := fmt.Sprint(time.Now().UnixNano())
+	captures := make([]client.Capture, n)
+	for i := range captures {
+		captures[i] = client.Capture{IdempotencyKey: fmt.Sprintf("reemit-%s-%d", run, i), MerchantID: "REEMIT",
+			TransactionID: zero.Authorise("REEMIT", 1000, "JPY"), Amount: 1000, Currency: "JPY"}
+	}
+	gatewayBefore := zero.Sandbox.Calls(sandbox.EndpointCapture)
+
+	first := client.New(js)
+	var wg sync.WaitGroup
+	for i := range captures[:early] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if res, err := first.Do(ctx, captures[i]); err != nil || !res.OK() {
+				t.Errorf("first capture of key %d = %v, %v; want success", i, res, err)
+			}
+		}()
+	}
+	wg.Wait()
+	first.Close()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Every key is re-emitted; the keys not done yet are also sent for the
+	// first time, concurrently with their re-emission.
+	type call struct {
+		key int
+		res client.Result
+		err error
+	}
+	var calls []*call
+	for i := range captures {
+		calls = append(calls, &call{key: i})
+		if i >= early {
+			calls = append(calls, &call{key: i})
+		}
+	}
+	c := client.New(js)
+	defer c.Close()
+	for _, cl := range calls {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl.res, cl.err = c.Do(ctx, captures[cl.key]) // CommandID empty: a new one each time
+		}()
+	}
+	wg.Wait()
+
+	succeeded := make([]int, n)
+	var duplicates, noOriginal int
+	for _, cl := range calls {
+		key := captures[cl.key].IdempotencyKey
+		switch r := cl.res.(type) {
+		case nil:
+			t.Errorf("key %d: Do = %v", cl.key, cl.err)
+		case *client.Succeeded:
+			succeeded[cl.key]++
+		case *client.Duplicate:
+			duplicates++
+			o, ok := r.Original.(*client.Succeeded)
+			if !ok || o.ID != r.OriginalEventID || o.Data.IdempotencyKey != key || o.Data.CommandID != r.OriginalCommandID {
+				noOriginal++
+				t.Errorf("key %d: duplicate of %s (command %s), Original = %v; want that success", cl.key, r.OriginalEventID, r.OriginalCommandID, r.Original)
+			}
+		default:
+			t.Errorf("key %d: Do = %v, want a success or a duplicate", cl.key, r)
+		}
+	}
+	for i, got := range succeeded {
+		want := 1
+		if i < early {
+			want = 0 // captured before this round
+		}
+		if got != want {
+			t.Errorf("key %d: %d successes in this round, want %d", i, got, want)
+		}
+	}
+	if got := zero.Sandbox.Calls(sandbox.EndpointCapture) - gatewayBefore; got != n {
+		t.Errorf("captures at the gateway = %d, want %d: one per key", got, n)
+	}
+	t.Logf("%d calls: %d duplicates, %d without their original", len(calls), duplicates, noOriginal)
 }

@@ -85,8 +85,14 @@ type Duplicate struct {
 	Event
 	OriginalEventID   string
 	OriginalCommandID string
-	// Original is the key's outcome, a *Succeeded or *Declined; nil when
-	// its event was not found within the client's history (WithHistory).
+	// Original is the key's outcome, a *Succeeded or *Declined. The
+	// worker records an outcome before it publishes its event, so the
+	// duplicate may come first: the original is then waited for, up to
+	// 10 seconds or until the context ends. Original is nil when its event
+	// is not found: stored before the client's history (WithHistory), or
+	// not stored in that time (a worker that stopped between recording
+	// and publishing publishes it when the command is redelivered, after
+	// ACK_WAIT).
 	Original Result
 }
 

@@ -8,11 +8,9 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/payworker/payworker/internal/gateway"
+	"github.com/payworker/payworker/internal/tracing"
 )
 
 type verdict int
@@ -293,9 +291,7 @@ func (h *Handler) attempt(ctx context.Context, gwName string, gw Gateway, req ga
 	ex.attempts++
 	t := h.cfg.Now()
 	ex.last = t
-	ctx, span := h.clientSpan(ctx, gwName, string(req.Operation))
-	res := gw.Execute(ctx, req)
-	endClientSpan(span, res.HTTPStatus, res.Err)
+	res := gw.Execute(tracing.GatewayCall(ctx, gwName, string(req.Operation)), req)
 	h.obs.GatewayRequest(gwName, string(req.Operation), statusLabel(res.HTTPStatus), h.cfg.Now().Sub(t))
 	return res
 }
@@ -305,9 +301,7 @@ func (h *Handler) status(ctx context.Context, gwName string, gw Gateway, req gat
 	ex.attempts++
 	t := h.cfg.Now()
 	ex.last = t
-	ctx, span := h.clientSpan(ctx, gwName, "status")
-	st, err := gw.Status(ctx, req)
-	endClientSpan(span, 0, err)
+	st, err := gw.Status(tracing.GatewayCall(ctx, gwName, "status"), req)
 	label := "error"
 	if err == nil {
 		label = "ok"
@@ -403,25 +397,4 @@ func statusLabel(code int) string {
 		return "error"
 	}
 	return strconv.Itoa(code)
-}
-
-// clientSpan starts the CLIENT span of one gateway call. Its attributes name
-// the gateway and the operation, never the card data or the keys.
-func (h *Handler) clientSpan(ctx context.Context, gwName, operation string) (context.Context, trace.Span) {
-	return h.cfg.Tracer.Start(ctx, "gateway "+operation, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("payworker.gateway", gwName), attribute.String("payworker.gateway.operation", operation)))
-}
-
-// endClientSpan records a gateway call's HTTP status (0: none) and error
-// and ends its span.
-func endClientSpan(span trace.Span, status int, err error) {
-	if status != 0 {
-		span.SetAttributes(attribute.Int("http.response.status_code", status))
-	}
-	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
-	} else if status >= 500 {
-		span.SetStatus(codes.Error, "")
-	}
-	span.End()
 }
