@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -12,6 +13,9 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/payworker/payworker/internal/gateway"
+	"github.com/payworker/payworker/internal/tracing"
 )
 
 // defaultServiceName is service.name when OTEL_SERVICE_NAME does not say.
@@ -60,4 +64,18 @@ func setupTracing(ctx context.Context, getenv func(string) string) (tp trace.Tra
 	}
 	p := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 	return p, p.Shutdown, nil
+}
+
+// gatewayClient is the HTTP client a gateway adapter sends with, for
+// maxConns calls in flight. With tracing off (tp the no-op provider) it is
+// nil: the adapter builds its own (gateway.NoRedirects), exactly as without
+// OpenTelemetry, and nothing wraps its transport. With tracing on it is the
+// same sized pool (gateway.Transport) under tracing.Transport, so that each
+// gateway HTTP call, status calls and token requests included, is a CLIENT
+// span.
+func gatewayClient(tp trace.TracerProvider, maxConns int) *http.Client {
+	if _, off := tp.(noop.TracerProvider); off {
+		return nil
+	}
+	return &http.Client{Transport: tracing.Transport(tp, gateway.Transport(maxConns))}
 }

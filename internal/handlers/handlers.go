@@ -104,9 +104,11 @@ type Config struct {
 	Logger   *slog.Logger
 	Observer Observer
 	// Tracer makes the spans of each command (CONSUMER for its handling,
-	// CLIENT for each gateway call, PRODUCER for each publish, the store
-	// claim); nil is OpenTelemetry's no-op tracer, and the command's trace
-	// context still goes on every event.
+	// PRODUCER for each publish, the store claim); nil is OpenTelemetry's
+	// no-op tracer, and the command's trace context still goes on every
+	// event. The CLIENT span of each gateway HTTP call is the gateway
+	// client's transport's (tracing.Transport), child of the CONSUMER span;
+	// the handler names the call in its context (tracing.GatewayCall).
 	Tracer trace.Tracer
 	// Now and Sleep are the clock; tests replace them. Sleep returns ctx.Err()
 	// when ctx ends first.

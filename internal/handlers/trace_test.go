@@ -4,19 +4,26 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/payworker/payworker/internal/events"
+	"github.com/payworker/payworker/internal/gateway"
 	"github.com/payworker/payworker/internal/handlers"
 	"github.com/payworker/payworker/internal/idempotency"
+	"github.com/payworker/payworker/internal/paymentoptions"
+	"github.com/payworker/payworker/internal/sandbox"
+	"github.com/payworker/payworker/internal/sibs"
 	"github.com/payworker/payworker/internal/streams"
 	"github.com/payworker/payworker/internal/testenv"
 	"github.com/payworker/payworker/internal/tracing"
@@ -35,6 +42,13 @@ type traced struct {
 }
 
 func newTraced(t *testing.T, tracer trace.Tracer) *traced {
+	t.Helper()
+	return newTracedWith(t, tracer, nil)
+}
+
+// newTracedWith is newTraced in front of gws instead of the fake gateway
+// when gws is not nil; the default gateway is paymentoptions.
+func newTracedWith(t *testing.T, tracer trace.Tracer, gws map[string]handlers.Gateway) *traced {
 	t.Helper()
 	n := testenv.StartNATS(t)
 	_, js := n.Connect(t)
@@ -56,9 +70,12 @@ func newTraced(t *testing.T, tracer trace.Tracer) *traced {
 	store := idempotency.NewRedis(r.Client(t), idempotency.RedisOptions{Prefix: r.Prefix, TTL: time.Hour, Registry: scopes})
 	c := &clock{now: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
 	tr := &traced{t: t, js: js, cfg: cfg, cons: cons, gw: &fakeGateway{}}
+	if gws == nil {
+		gws = map[string]handlers.Gateway{"paymentoptions": tr.gw}
+	}
 	tr.h = handlers.New(handlers.Config{
 		JetStream: js, Streams: cfg, Store: store,
-		Gateways: map[string]handlers.Gateway{"paymentoptions": tr.gw}, DefaultGateway: "paymentoptions",
+		Gateways: gws, DefaultGateway: "paymentoptions",
 		Retry: fastRetry, Lease: 30 * time.Second, AckWait: 30 * time.Second,
 		Holder: "test", Source: "urn:payworker:test", Now: c.Now, Sleep: c.Sleep, Tracer: tracer,
 	})
@@ -192,61 +209,167 @@ func TestEventsCarryTheCommandsTrace(t *testing.T) {
 	}
 }
 
+// Secrets of the gateways in TestSpanTree: none may show in a span.
+const (
+	spanPOKey    = "po-basic-key-7f3a9c"
+	spanPOXKey   = "po-x-api-key-91c2e4"
+	spanSIBSTok  = "sibs-bearer-5d8b17"
+	spanSIBSID   = "sibs-client-id-c3e0"
+	spanPAN      = "5200000000001005" // the sandbox's card
+	spanPANShown = "520000******1005" // as the gateway masks it
+)
+
 // TestSpanTree: with the OpenTelemetry SDK, handling a command with a
 // traceparent makes a CONSUMER span that is a child of the command's span,
-// and under it the store claim, one CLIENT span per gateway call and a
-// PRODUCER span for the event; the event's traceparent names the CONSUMER
-// span.
+// and under it the store claim, one CLIENT span per gateway HTTP call (made
+// by the gateway client's otelhttp transport, tracing.Transport, with the
+// method, the URL, the status and the gateway call's names), reconciliation
+// status calls included, and a PRODUCER span for the event; the event's
+// traceparent names the CONSUMER span. No attribute of any span holds the
+// card number, masked or not, an API key or a token: the gateways get
+// them in bodies and headers, which no span records.
 func TestSpanTree(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
-	tr := newTraced(t, tp.Tracer("test"))
-	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	got := tr.handle(tr.cfg.CommandSubject("capture"), captureBody("s1"), nats.Header{"traceparent": {parent}})
-	if len(got) != 1 || got[0].event.Type != events.CaptureSucceeded.Type() {
-		t.Fatalf("events %+v, want capture.succeeded", got)
+	sb := sandbox.New(sandbox.Options{APIKey: spanPOKey, XAPIKey: spanPOXKey, SIBSToken: spanSIBSTok, SIBSClientID: spanSIBSID, Seed: 1})
+	base, stop, err := sb.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = stop(context.Background()) })
+	traced := func() *http.Client { return &http.Client{Transport: tracing.Transport(tp, gateway.Transport(4))} }
+	poURL, _ := url.Parse(base)
+	po, err := paymentoptions.New(paymentoptions.Config{BaseURL: poURL, APIKey: spanPOKey, XAPIKey: spanPOXKey,
+		Timeout: 2 * time.Second, HTTPClient: traced()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sibsURL, _ := url.Parse(sb.SIBSBaseURL())
+	sc, err := sibs.New(sibs.Config{BaseURL: sibsURL, ClientID: spanSIBSID, TerminalID: "1", Token: spanSIBSTok,
+		Timeout: 2 * time.Second, HTTPClient: traced()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := newTracedWith(t, tp.Tracer("test"), map[string]handlers.Gateway{"paymentoptions": po, "sibs": sc})
 
-	var consumer sdktrace.ReadOnlySpan
-	byKind := map[trace.SpanKind][]sdktrace.ReadOnlySpan{}
-	for _, s := range rec.Ended() {
-		byKind[s.SpanKind()] = append(byKind[s.SpanKind()], s)
-		if s.SpanKind() == trace.SpanKindConsumer {
-			consumer = s
+	// call is a CLIENT span expected under the CONSUMER span.
+	type call struct {
+		name, method, url string
+		status            int // 0: no answer, an error span
+	}
+	poOp := strings.TrimRight(base, "/") + "/api/v1/server-to-server-interface/"
+	sibsOp := strings.TrimSuffix(strings.TrimRight(sb.SIBSBaseURL(), "/"), "/api/v1") + "/api/v1/payments/"
+	steps := []struct {
+		name    string
+		gateway string
+		faults  sandbox.Faults
+		calls   func(auth string) []call
+	}{
+		{"paymentoptions capture", "paymentoptions", sandbox.Faults{}, func(string) []call {
+			return []call{{"gateway capture", "POST", poOp + "capture", 201}}
+		}},
+		{"paymentoptions capture reconciled", "paymentoptions", sandbox.Faults{ApplyThenDropRate: 1}, func(auth string) []call {
+			return []call{{"gateway capture", "POST", poOp + "capture", 0}, {"gateway status", "GET", poOp + "transaction/status/" + auth, 200}}
+		}},
+		// SIBS reads the authorisation's status before a capture, within
+		// the capture call: two HTTP calls, two spans.
+		{"sibs capture", "sibs", sandbox.Faults{}, func(auth string) []call {
+			return []call{{"gateway capture", "GET", sibsOp + auth + "/status", 200}, {"gateway capture", "POST", sibsOp + auth + "/capture", 200}}
+		}},
+	}
+	for i, st := range steps {
+		rec.Reset()
+		sb.SetFaults(st.faults)
+		auth := sb.Authorise(merchant, 1000, "EUR")
+		parent := fmt.Sprintf("00-4bf92f3577b34da6a3ce929d0e0e47%02d-00f067aa0ba902b7-01", i)
+		body, _ := json.Marshal(map[string]any{"command_id": fmt.Sprint("span-", i), "type": "capture", "merchant_id": merchant,
+			"transaction_id": auth, "amount": 1000, "currency": "EUR", "gateway": st.gateway})
+		got := tr.handle(tr.cfg.CommandSubject("capture"), body, nats.Header{"traceparent": {parent}})
+		if len(got) != 1 || got[0].event.Type != events.CaptureSucceeded.Type() {
+			t.Fatalf("%s: events %+v, want capture.succeeded", st.name, got)
 		}
-	}
-	if consumer == nil {
-		t.Fatalf("no CONSUMER span among %d", len(rec.Ended()))
-	}
-	if p := consumer.Parent(); p.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || p.SpanID().String() != "00f067aa0ba902b7" {
-		t.Errorf("CONSUMER span's parent = %s/%s, want the command's span", p.TraceID(), p.SpanID())
-	}
-	if id := tracing.TraceID(got[0].event.TraceParent); id != "4bf92f3577b34da6a3ce929d0e0e4736" ||
-		got[0].event.TraceParent != "00-4bf92f3577b34da6a3ce929d0e0e4736-"+consumer.SpanContext().SpanID().String()+"-01" {
-		t.Errorf("event traceparent %q, want the CONSUMER span %s", got[0].event.TraceParent, consumer.SpanContext().SpanID())
-	}
-	childOf := func(s sdktrace.ReadOnlySpan) bool { return s.Parent().SpanID() == consumer.SpanContext().SpanID() }
-	if c := byKind[trace.SpanKindClient]; len(c) != 1 || !childOf(c[0]) || c[0].Name() != "gateway capture" {
-		t.Errorf("CLIENT spans %v, want one gateway capture under the CONSUMER span", names(c))
-	}
-	if p := byKind[trace.SpanKindProducer]; len(p) != 1 || !childOf(p[0]) || p[0].Name() != "send payments.evt.capture.succeeded" {
-		t.Errorf("PRODUCER spans %v, want one send payments.evt.capture.succeeded under the CONSUMER span", names(p))
-	}
-	var claim bool
-	for _, s := range byKind[trace.SpanKindInternal] {
-		claim = claim || (s.Name() == "idempotency claim" && childOf(s))
-	}
-	if !claim {
-		t.Errorf("INTERNAL spans %v, want an idempotency claim under the CONSUMER span", names(byKind[trace.SpanKindInternal]))
-	}
-	for _, s := range rec.Ended() {
-		for _, a := range s.Attributes() {
-			if v := a.Value.Emit(); strings.Contains(v, "auth-s1") {
-				t.Errorf("span %s attribute %s = %q carries the transaction", s.Name(), a.Key, v)
+
+		var consumer sdktrace.ReadOnlySpan
+		byKind := map[trace.SpanKind][]sdktrace.ReadOnlySpan{}
+		for _, s := range rec.Ended() {
+			byKind[s.SpanKind()] = append(byKind[s.SpanKind()], s)
+			if s.SpanKind() == trace.SpanKindConsumer {
+				consumer = s
+			}
+		}
+		if consumer == nil {
+			t.Fatalf("%s: no CONSUMER span among %v", st.name, names(rec.Ended()))
+		}
+		wantTrace := fmt.Sprintf("4bf92f3577b34da6a3ce929d0e0e47%02d", i)
+		if p := consumer.Parent(); p.TraceID().String() != wantTrace || p.SpanID().String() != "00f067aa0ba902b7" {
+			t.Errorf("%s: CONSUMER span's parent = %s/%s, want the command's span", st.name, p.TraceID(), p.SpanID())
+		}
+		if got[0].event.TraceParent != "00-"+wantTrace+"-"+consumer.SpanContext().SpanID().String()+"-01" {
+			t.Errorf("%s: event traceparent %q, want the CONSUMER span %s", st.name, got[0].event.TraceParent, consumer.SpanContext().SpanID())
+		}
+		childOf := func(s sdktrace.ReadOnlySpan) bool {
+			return s.Parent().SpanID() == consumer.SpanContext().SpanID() && s.SpanContext().TraceID() == consumer.SpanContext().TraceID()
+		}
+
+		want := st.calls(auth)
+		clients := byKind[trace.SpanKindClient]
+		if len(clients) != len(want) {
+			t.Errorf("%s: CLIENT spans %v, want %d", st.name, names(clients), len(want))
+		}
+		// The recorder holds spans in the order they ended; a CLIENT span
+		// ends when its answer is read, before the next call starts.
+		for j, c := range clients[:min(len(clients), len(want))] {
+			w := want[j]
+			a := attrs(c)
+			if c.Name() != w.name || !childOf(c) {
+				t.Errorf("%s: CLIENT span %d = %s (parent %s), want %s under the CONSUMER span %s",
+					st.name, j, c.Name(), c.Parent().SpanID(), w.name, consumer.SpanContext().SpanID())
+			}
+			for k, v := range map[string]string{"http.request.method": w.method, "url.full": w.url, "server.address": "127.0.0.1",
+				"payworker.gateway": st.gateway, "payworker.gateway.operation": strings.TrimPrefix(w.name, "gateway ")} {
+				if a[k] != v {
+					t.Errorf("%s: CLIENT span %s: %s = %q, want %q", st.name, c.Name(), k, a[k], v)
+				}
+			}
+			if w.status != 0 {
+				if a["http.response.status_code"] != fmt.Sprint(w.status) || c.Status().Code == codes.Error {
+					t.Errorf("%s: CLIENT span %s: status code %q (span status %v), want %d", st.name, c.Name(), a["http.response.status_code"], c.Status(), w.status)
+				}
+			} else if _, ok := a["http.response.status_code"]; ok || c.Status().Code != codes.Error || a["error.type"] == "" {
+				t.Errorf("%s: CLIENT span %s: status code %q, span status %v, error.type %q; want no answer: an error",
+					st.name, c.Name(), a["http.response.status_code"], c.Status(), a["error.type"])
+			}
+		}
+		if p := byKind[trace.SpanKindProducer]; len(p) != 1 || !childOf(p[0]) || p[0].Name() != "send payments.evt.capture.succeeded" {
+			t.Errorf("%s: PRODUCER spans %v, want one send payments.evt.capture.succeeded under the CONSUMER span", st.name, names(p))
+		}
+		var claim bool
+		for _, s := range byKind[trace.SpanKindInternal] {
+			claim = claim || (s.Name() == "idempotency claim" && childOf(s))
+		}
+		if !claim {
+			t.Errorf("%s: INTERNAL spans %v, want an idempotency claim under the CONSUMER span", st.name, names(byKind[trace.SpanKindInternal]))
+		}
+		for _, s := range rec.Ended() {
+			for k, v := range attrs(s) {
+				for _, secret := range []string{spanPOKey, spanPOXKey, spanSIBSTok, spanSIBSID, spanPAN, spanPANShown} {
+					if strings.Contains(v, secret) {
+						t.Errorf("%s: span %s attribute %s = %q holds a secret (%s)", st.name, s.Name(), k, v, secret)
+					}
+				}
 			}
 		}
 	}
+}
+
+// attrs are a span's attributes as text, the last value of a key set twice.
+func attrs(s sdktrace.ReadOnlySpan) map[string]string {
+	m := map[string]string{}
+	for _, a := range s.Attributes() {
+		m[string(a.Key)] = a.Value.Emit()
+	}
+	return m
 }
 
 func names(spans []sdktrace.ReadOnlySpan) []string {
