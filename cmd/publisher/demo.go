@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/events"
 	"github.com/payworker/payworker/internal/publish"
@@ -47,7 +48,7 @@ type demoStep struct {
 	label   string
 	cmd     command.Command
 	want    events.Kind
-	pending *publish.Pending
+	ack     client.PubAck
 	outcome *publish.Outcome
 	err     error
 }
@@ -78,11 +79,13 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		return usageErrorf("demo: --timeout must be positive, got %s", timeout)
 	}
 
-	client, closeConn, err := conn.connect(ctx, true)
+	pc, closeConn, err := conn.connect(ctx, true)
 	if err != nil {
 		return err
 	}
 	defer closeConn()
+	cl := pc.Client()
+	defer cl.Close()
 
 	// 1. Four authorisations on the sandbox, as a shop's checkout makes them.
 	gw := sandboxClient{base: strings.TrimRight(sandboxURL, "/"), apiKey: apiKey, xAPIKey: xAPIKey, http: &http.Client{Timeout: 10 * time.Second}}
@@ -120,26 +123,31 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 	first, repeat := steps[:5], steps[5]
 
-	w, err := client.Watch(ctx)
-	if err != nil {
-		return err
-	}
-	defer w.Close()
+	// Published and awaited by the public client, as an order service
+	// would: its one follower of the events stream answers every wait, and
+	// finds an outcome stored before its wait began.
 	publishStep := func(s *demoStep) error {
-		s.pending = w.Expect(publish.Match{MerchantID: s.cmd.MerchantID, IdempotencyKey: s.cmd.Key(), CommandID: s.cmd.CommandID})
-		ack, err := client.Publish(ctx, &s.cmd)
+		enc, err := publish.EncodeCommand(&s.cmd)
 		if err != nil {
 			return fmt.Errorf("demo %s: %w", s.label, err)
 		}
+		if s.ack, err = cl.Publish(ctx, enc); err != nil {
+			return fmt.Errorf("demo %s: %w", s.label, err)
+		}
 		fmt.Fprintf(e.stdout, "published %-21s %s command_id=%s idempotency_key=%s stream_seq=%d\n",
-			s.label, s.cmd.Type, s.cmd.CommandID, s.cmd.Key(), ack.Sequence)
+			s.label, s.cmd.Type, s.cmd.CommandID, s.cmd.Key(), s.ack.Sequence)
 		return nil
 	}
 	waitStep := func(ctx context.Context, s *demoStep) {
 		if s.outcome != nil || s.err != nil {
 			return
 		}
-		o, err := s.pending.Wait(ctx)
+		res, err := cl.AwaitCommand(ctx, s.ack)
+		if err != nil {
+			s.err = err
+			return
+		}
+		o, err := publish.OutcomeOf(res)
 		if err != nil {
 			s.err = err
 			return
@@ -171,11 +179,6 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	repeatCtx, cancelRepeat := context.WithTimeout(ctx, timeout)
 	defer cancelRepeat()
 	waitStep(repeatCtx, repeat)
-	if o := repeat.outcome; o != nil && o.Kind == events.Duplicate && steps[3].outcome != nil &&
-		o.Event.Data.OriginalEventID == steps[3].outcome.Event.ID {
-		orig := steps[3].outcome.Event
-		o.Original = &orig
-	}
 
 	// 3. The result table and the verdict.
 	fmt.Fprintln(e.stdout)
