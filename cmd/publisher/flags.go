@@ -6,12 +6,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/payworker/payworker/internal/natsconn"
 	"github.com/payworker/payworker/internal/publish"
 	"github.com/payworker/payworker/internal/streams"
 )
@@ -96,10 +98,17 @@ func envOr(getenv func(string) string, name, def string) string {
 	return def
 }
 
+// defaultInboxPrefix is the operator role's own reply subjects
+// (deploy/nats/roles.conf).
+const defaultInboxPrefix = "_INBOX_operator"
+
 // connFlags are the connection and stream flags every subcommand has.
 type connFlags struct {
-	conn    publish.ConnOptions
-	streams streams.Config
+	conn natsconn.Settings
+	// passwordFile is --password-file (NATS_PASSWORD_FILE), read at connect:
+	// a password is never a flag, which any user could read in ps.
+	passwordFile string
+	streams      streams.Config
 }
 
 func (c *connFlags) register(fs *flag.FlagSet, getenv func(string) string) {
@@ -110,6 +119,10 @@ func (c *connFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&c.conn.TLSCA, "tls-ca", getenv("NATS_TLS_CA"), "PEM `file` of CAs to trust for NATS TLS (env NATS_TLS_CA)")
 	fs.StringVar(&c.conn.TLSCert, "tls-cert", getenv("NATS_TLS_CERT"), "client certificate PEM `file` (env NATS_TLS_CERT)")
 	fs.StringVar(&c.conn.TLSKey, "tls-key", getenv("NATS_TLS_KEY"), "client key PEM `file` (env NATS_TLS_KEY)")
+	fs.StringVar(&c.conn.User, "user", getenv("NATS_USER"), "NATS `user`, with --password-file (env NATS_USER); operator in deploy/nats/permissions.conf")
+	fs.StringVar(&c.passwordFile, "password-file", getenv("NATS_PASSWORD_FILE"), "`file` holding the password of --user (env NATS_PASSWORD_FILE)")
+	fs.StringVar(&c.conn.NKeySeedFile, "nkey-seed-file", getenv("NATS_NKEY_SEED_FILE"), "`file` holding a NATS NKEY user seed (env NATS_NKEY_SEED_FILE)")
+	fs.StringVar(&c.conn.InboxPrefix, "inbox-prefix", envOr(getenv, "NATS_INBOX_PREFIX", defaultInboxPrefix), "first `token` of reply subjects, which the role may subscribe to (env NATS_INBOX_PREFIX)")
 	fs.StringVar(&c.streams.Prefix, "stream-prefix", envOr(getenv, "STREAM_PREFIX", def.Prefix), "first subject `token` (env STREAM_PREFIX)")
 	fs.StringVar(&c.streams.Commands, "stream-commands", envOr(getenv, "STREAM_COMMANDS", def.Commands), "commands stream `name` (env STREAM_COMMANDS)")
 	fs.StringVar(&c.streams.Events, "stream-events", envOr(getenv, "STREAM_EVENTS", def.Events), "events stream `name` (env STREAM_EVENTS)")
@@ -120,12 +133,24 @@ func (c *connFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 // streams exist. close drains the connection.
 func (c *connFlags) connect(ctx context.Context, checkStreams bool) (client *publish.Client, closeFn func(), err error) {
 	c.conn.Name = "payworker-publisher"
-	nc, err := publish.Connect(c.conn)
-	if err != nil {
-		if errors.Is(err, publish.ErrTLSPair) {
-			return nil, nil, usageErrorf("%v", err)
+	c.conn.Timeout = 5 * time.Second
+	if c.passwordFile != "" {
+		b, err := os.ReadFile(c.passwordFile)
+		if err != nil {
+			return nil, nil, usageErrorf("NATS_PASSWORD_FILE (--password-file): %v", err)
 		}
-		var ce *publish.ConnectError
+		c.conn.Password = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
+		if c.conn.Password == "" {
+			return nil, nil, usageErrorf("NATS_PASSWORD_FILE (--password-file): file %s is empty", c.passwordFile)
+		}
+	}
+	nc, err := natsconn.Connect(c.conn)
+	if err != nil {
+		var se *natsconn.SettingError
+		if errors.As(err, &se) {
+			return nil, nil, usageErrorf("%s", settingErrors(err))
+		}
+		var ce *natsconn.ConnectError
 		if errors.As(err, &ce) && ce.Unreachable() {
 			return nil, nil, fmt.Errorf("%w\nno NATS server answers at %s: the worker's embedded server runs only while `go run ./cmd/worker` runs; start it, or point --nats-url (NATS_URL) at your NATS server", err, ce.URL)
 		}
@@ -145,6 +170,32 @@ func (c *connFlags) connect(ctx context.Context, checkStreams bool) (client *pub
 		}
 	}
 	return client, closeFn, nil
+}
+
+// connFlagOf is the flag of each NATS connection variable.
+var connFlagOf = map[string]string{
+	natsconn.VarURL: "nats-url", natsconn.VarCreds: "creds", natsconn.VarUser: "user", natsconn.VarPasswordFile: "password-file",
+	natsconn.VarNKeySeed: "nkey-seed-file", natsconn.VarTLSCA: "tls-ca", natsconn.VarTLSCert: "tls-cert", natsconn.VarTLSKey: "tls-key",
+	natsconn.VarInboxPrefix: "inbox-prefix",
+}
+
+// settingErrors renders natsconn's setting errors one a line, each naming
+// its variable and its flag: "NATS_TLS_KEY (--tls-key): ...".
+func settingErrors(err error) string {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	lines := make([]string, 0, len(errs))
+	for _, e := range errs {
+		var se *natsconn.SettingError
+		if errors.As(e, &se) && connFlagOf[se.Var] != "" {
+			lines = append(lines, fmt.Sprintf("%s (--%s): %v", se.Var, connFlagOf[se.Var], se.Err))
+			continue
+		}
+		lines = append(lines, e.Error())
+	}
+	return strings.Join(lines, "\n")
 }
 
 // waitFlag is --wait[=duration]: off by default; --wait alone waits

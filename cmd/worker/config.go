@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -58,6 +59,20 @@ type Config struct {
 	// redis.ParseFailoverURL) or RedisCluster (nodes of a Redis Cluster,
 	// redis.ParseClusterURL). RedisURL parses in that mode.
 	RedisMode string
+	// RedisUsername and RedisPassword are REDIS_USERNAME and REDIS_PASSWORD
+	// (or REDIS_PASSWORD_FILE): the ACL user the worker authenticates as on
+	// every server of RedisMode, the sentinels included unless RedisURL's
+	// user info names theirs. Empty, RedisURL's credentials (if any) apply.
+	RedisUsername string
+	RedisPassword Secret
+	// RedisTLSCA, RedisTLSCert and RedisTLSKey are REDIS_TLS_CA,
+	// REDIS_TLS_CERT and REDIS_TLS_KEY: the PEM files of the authorities
+	// trusted, instead of the system's, to sign the Redis servers'
+	// certificates, and of a client certificate and its key. They need a
+	// rediss:// RedisURL. RedisTLS holds what they hold, read by
+	// parseConfig.
+	RedisTLSCA, RedisTLSCert, RedisTLSKey string
+	RedisTLS                              TLSFiles
 
 	// PaymentOptionsBaseURL is PAYMENTOPTIONS_BASE_URL. Nil starts the sandbox
 	// gateway in-process (see Sandbox).
@@ -67,6 +82,12 @@ type Config struct {
 	// when PaymentOptionsBaseURL is set.
 	PaymentOptionsAPIKey  Secret
 	PaymentOptionsXAPIKey Secret
+	// PaymentOptionsTLSCA is PAYMENTOPTIONS_TLS_CA, the PEM file of the
+	// authorities trusted, instead of the system's, to sign the gateway's
+	// certificate (a private CA in a test setup); PaymentOptionsRoots holds
+	// them, nil without it.
+	PaymentOptionsTLSCA string
+	PaymentOptionsRoots *x509.CertPool
 
 	// SIBSBaseURL is SIBS_BASE_URL; SIBS is configured iff it is set (see
 	// SIBSConfigured). Then SIBSClientID, SIBSTerminalID and either SIBSToken
@@ -77,6 +98,10 @@ type Config struct {
 	SIBSTerminalID   string
 	SIBSTokenURL     *url.URL
 	SIBSClientSecret Secret
+	// SIBSTLSCA is SIBS_TLS_CA, as PaymentOptionsTLSCA for SIBS and its
+	// token endpoint; SIBSRoots holds its authorities.
+	SIBSTLSCA string
+	SIBSRoots *x509.CertPool
 
 	// DefaultGateway is DEFAULT_GATEWAY: GatewayPaymentOptions or GatewaySIBS.
 	DefaultGateway string
@@ -188,15 +213,22 @@ func (c Config) LogValue() slog.Value {
 		slog.String("data_dir", c.DataDir),
 		slog.String("redis_url", redactRedisURL(c.RedisURL)),
 		slog.String("redis_mode", c.RedisMode),
+		slog.String("redis_username", c.RedisUsername),
+		slog.Any("redis_password", c.RedisPassword),
+		slog.String("redis_tls_ca", c.RedisTLSCA),
+		slog.String("redis_tls_cert", c.RedisTLSCert),
+		slog.String("redis_tls_key", c.RedisTLSKey),
 		slog.String("paymentoptions_base_url", redactURL(c.PaymentOptionsBaseURL)),
 		slog.Any("paymentoptions_api_key", c.PaymentOptionsAPIKey),
 		slog.Any("paymentoptions_x_api_key", c.PaymentOptionsXAPIKey),
+		slog.String("paymentoptions_tls_ca", c.PaymentOptionsTLSCA),
 		slog.String("sibs_base_url", redactURL(c.SIBSBaseURL)),
 		slog.String("sibs_client_id", c.SIBSClientID),
 		slog.Any("sibs_token", c.SIBSToken),
 		slog.String("sibs_terminal_id", c.SIBSTerminalID),
 		slog.String("sibs_oauth_url", redactURL(c.SIBSTokenURL)), // not "token": logging.Redact would hide it
 		slog.Any("sibs_client_secret", c.SIBSClientSecret),
+		slog.String("sibs_tls_ca", c.SIBSTLSCA),
 		slog.String("default_gateway", c.DefaultGateway),
 		slog.String("gateway_routes", strings.Join(routes, ",")),
 		slog.Int("worker_concurrency", c.WorkerConcurrency),
@@ -387,12 +419,24 @@ func settings() []setting {
 				c.RedisMode, err = oneOf(v, RedisStandalone, RedisSentinel, RedisCluster)
 				return err
 			}},
+		{name: "REDIS_USERNAME", def: "", desc: "Redis ACL user of the worker, on every server of REDIS_MODE (the sentinels too unless REDIS_URL's user info names theirs)",
+			set: func(c *Config, v string) error { c.RedisUsername = v; return nil }},
+		{name: "REDIS_PASSWORD", secret: true, desc: "password of REDIS_USERNAME (or of the default user), kept out of REDIS_URL",
+			set: func(c *Config, v string) error { c.RedisPassword = Secret(v); return nil }},
+		{name: "REDIS_TLS_CA", def: "", desc: "PEM file of the CAs that sign the Redis servers' certificates, trusted instead of the system's; needs rediss://",
+			set: func(c *Config, v string) error { c.RedisTLSCA = v; return nil }},
+		{name: "REDIS_TLS_CERT", def: "", desc: "PEM client certificate for Redis servers that require one, with REDIS_TLS_KEY; needs rediss://",
+			set: func(c *Config, v string) error { c.RedisTLSCert = v; return nil }},
+		{name: "REDIS_TLS_KEY", def: "", desc: "PEM private key of REDIS_TLS_CERT",
+			set: func(c *Config, v string) error { c.RedisTLSKey = v; return nil }},
 		{name: "PAYMENTOPTIONS_BASE_URL", def: "", desc: "PaymentOptions API base URL; empty starts the sandbox gateway in-process",
 			set: func(c *Config, v string) (err error) { c.PaymentOptionsBaseURL, err = gatewayURL(v); return err }},
 		{name: "PAYMENTOPTIONS_API_KEY", secret: true, desc: "PaymentOptions API key; required with PAYMENTOPTIONS_BASE_URL",
 			set: func(c *Config, v string) error { c.PaymentOptionsAPIKey = Secret(v); return nil }},
 		{name: "PAYMENTOPTIONS_X_API_KEY", secret: true, desc: "PaymentOptions X-Api-Key; required with PAYMENTOPTIONS_BASE_URL",
 			set: func(c *Config, v string) error { c.PaymentOptionsXAPIKey = Secret(v); return nil }},
+		{name: "PAYMENTOPTIONS_TLS_CA", def: "", desc: "PEM file of a private CA (test setups) trusted instead of the system's for PaymentOptions",
+			set: func(c *Config, v string) error { c.PaymentOptionsTLSCA = v; return nil }},
 		{name: "SIBS_BASE_URL", def: "", desc: "SIBS API base URL; SIBS is configured only when it is set",
 			set: func(c *Config, v string) (err error) { c.SIBSBaseURL, err = gatewayURL(v); return err }},
 		{name: "SIBS_CLIENT_ID", desc: "SIBS client id",
@@ -411,6 +455,8 @@ func settings() []setting {
 			set: func(c *Config, v string) (err error) { c.SIBSTokenURL, err = gatewayURL(v); return err }},
 		{name: "SIBS_CLIENT_SECRET", secret: true, desc: "SIBS OAuth client secret, with SIBS_TOKEN_URL",
 			set: func(c *Config, v string) error { c.SIBSClientSecret = Secret(v); return nil }},
+		{name: "SIBS_TLS_CA", def: "", desc: "PEM file of a private CA (test setups) trusted instead of the system's for SIBS and SIBS_TOKEN_URL",
+			set: func(c *Config, v string) error { c.SIBSTLSCA = v; return nil }},
 		{name: "DEFAULT_GATEWAY", def: GatewayPaymentOptions, desc: "gateway of merchants not in GATEWAY_ROUTES: paymentoptions or sibs",
 			set: func(c *Config, v string) (err error) { c.DefaultGateway, err = gatewayName(v); return err }},
 		{name: "GATEWAY_ROUTES", def: "", desc: "per-merchant gateways: merchantA=sibs,merchantB=paymentoptions",
@@ -609,6 +655,8 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 			errs = append(errs, err)
 		}
 	}
+	errs = append(errs, checkRedisSecurity(&c, readFile, valid)...)
+	errs = append(errs, checkGatewayCAs(&c, readFile, valid)...)
 	if valid("REDIS_MODE", "REDIS_WAIT_REPLICAS") && c.RedisMode == RedisCluster && c.RedisWaitReplicas > 0 {
 		fail("REDIS_WAIT_REPLICAS", errors.New("must be 0 with REDIS_MODE=cluster: WAIT counts the replicas of one connection's server, and a cluster client spreads claims over the masters (set min-replicas-to-write on the masters instead)"))
 	}

@@ -195,6 +195,11 @@ func (a *app) start(ctx context.Context) error {
 			},
 		})
 		if err := a.store.Ping(ctx); err != nil {
+			// A certificate not trusted or credentials refused will not
+			// mend by waiting: stop, naming the setting.
+			if aerr := redisAccessError(cfg, err); aerr != nil {
+				return aerr
+			}
 			// Fail closed, but run: commands wait until Redis answers.
 			log.Warn("Redis not reachable yet: commands will wait for it", append(where, slog.Any("error", err))...)
 		}

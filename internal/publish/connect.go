@@ -6,16 +6,15 @@
 package publish
 
 import (
-	"errors"
-	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/payworker/payworker/internal/natsconn"
 )
 
-// ConnOptions says how to reach NATS. Only URL is required.
+// ConnOptions says how to reach NATS. Only URL is required. It is a subset
+// of natsconn.Settings, which cmd/publisher uses directly.
 type ConnOptions struct {
 	// URL is the server URL (or a comma-separated list of them).
 	URL string
@@ -33,81 +32,34 @@ type ConnOptions struct {
 }
 
 // ErrTLSPair is returned when only one of TLSCert and TLSKey is set.
-var ErrTLSPair = errors.New("a client certificate needs both --tls-cert and --tls-key")
+var ErrTLSPair = natsconn.ErrTLSPair
 
-// ConnectError is returned by Connect when no server could be reached. It
-// names the URL (with any password redacted).
-type ConnectError struct {
-	URL string
-	Err error
-}
+// ConnectError is returned by Connect when no server could be reached, or
+// one refused the connection. It names the URL (with any password
+// redacted) and the setting to look at.
+type ConnectError = natsconn.ConnectError
 
-func (e *ConnectError) Error() string {
-	return fmt.Sprintf("connect to NATS at %s: %v", e.URL, e.Err)
-}
-
-func (e *ConnectError) Unwrap() error { return e.Err }
-
-// Unreachable reports whether no server answered at all (connection refused,
-// no route, timeout), as opposed to a refusal by a server that answered
-// (authorisation, TLS).
-func (e *ConnectError) Unreachable() bool { return errors.Is(e.Err, nats.ErrNoServers) }
-
-// Options returns the nats.go options for o. It fails with ErrTLSPair when
-// only one half of a client certificate is given.
-func (o ConnOptions) Options() ([]nats.Option, error) {
-	if (o.TLSCert == "") != (o.TLSKey == "") {
-		return nil, ErrTLSPair
-	}
+// settings converts o.
+func (o ConnOptions) settings() natsconn.Settings {
 	timeout := o.Timeout
 	if timeout == 0 {
 		timeout = 5 * time.Second
 	}
-	opts := []nats.Option{nats.Timeout(timeout)}
-	if o.Name != "" {
-		opts = append(opts, nats.Name(o.Name))
-	}
-	if o.Creds != "" {
-		opts = append(opts, nats.UserCredentials(o.Creds))
-	}
-	if o.TLSCA != "" {
-		opts = append(opts, nats.RootCAs(o.TLSCA))
-	}
-	if o.TLSCert != "" {
-		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
-	}
-	return opts, nil
+	return natsconn.Settings{URL: o.URL, Creds: o.Creds, TLSCA: o.TLSCA, TLSCert: o.TLSCert, TLSKey: o.TLSKey,
+		Name: o.Name, Timeout: timeout}
 }
 
-// Connect opens a connection to NATS. A server that cannot be reached, or
-// that refuses the connection, gives a *ConnectError.
-func Connect(o ConnOptions) (*nats.Conn, error) {
-	opts, err := o.Options()
-	if err != nil {
-		return nil, err
-	}
-	nc, err := nats.Connect(o.URL, opts...)
-	if err != nil {
-		return nil, &ConnectError{URL: RedactURL(o.URL), Err: err}
-	}
-	return nc, nil
-}
+// Options returns the nats.go options for o, as natsconn.Settings.Options.
+// It fails with ErrTLSPair when only one half of a client certificate is
+// given.
+func (o ConnOptions) Options() ([]nats.Option, error) { return o.settings().Options() }
+
+// Connect opens a connection to NATS as natsconn.Connect does. A server that
+// cannot be reached, or that refuses the connection, gives a *ConnectError.
+func Connect(o ConnOptions) (*nats.Conn, error) { return natsconn.Connect(o.settings()) }
 
 // RedactURL hides the credentials of a server URL (or of each URL of a
 // comma-separated list) so that it can be printed: a password, or a user
 // name alone, which NATS reads as a token. A part that does not parse is
 // returned as is.
-func RedactURL(raw string) string {
-	parts := strings.Split(raw, ",")
-	for i, p := range parts {
-		u, err := url.Parse(strings.TrimSpace(p))
-		if err != nil || u.User == nil {
-			continue
-		}
-		if _, ok := u.User.Password(); !ok {
-			u.User = url.User("xxxxx")
-		}
-		parts[i] = u.Redacted()
-	}
-	return strings.Join(parts, ",")
-}
+func RedactURL(raw string) string { return natsconn.RedactURL(raw) }
