@@ -1,8 +1,12 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -14,9 +18,32 @@ import (
 // the sentinels and follows it across a failover (sentinel), or a cluster
 // client that sends each script to the master of its keys' slot (cluster).
 // Every mode gets the same fail-fast timeouts and a pool sized to
-// WORKER_CONCURRENCY (per node, in a cluster); what the URL sets wins. where
-// names the servers, for logs.
+// WORKER_CONCURRENCY (per node, in a cluster); what the URL sets wins. A
+// rediss:// URL gets REDIS_TLS_CA and the client certificate (see
+// TLSFiles.apply); REDIS_USERNAME and REDIS_PASSWORD are the credentials of
+// every server, the sentinels' too unless the URL has user info, which is
+// then theirs (an empty one, redis://@s1:26379, for sentinels without
+// authentication). where names the servers, for logs; it never holds a
+// password.
 func newRedisClient(cfg Config) (rdb redis.UniversalClient, where []any, err error) {
+	opts, where, err := redisOptions(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch o := opts.(type) {
+	case *redis.FailoverOptions:
+		return redis.NewFailoverClient(o), where, nil
+	case *redis.ClusterOptions:
+		return redis.NewClusterClient(o), where, nil
+	default:
+		return redis.NewClient(o.(*redis.Options)), where, nil
+	}
+}
+
+// redisOptions are the options of newRedisClient's client: a
+// *redis.FailoverOptions (sentinel), *redis.ClusterOptions (cluster) or
+// *redis.Options (standalone).
+func redisOptions(cfg Config) (opts any, where []any, err error) {
 	pool := redisPoolSize(cfg.WorkerConcurrency)
 	switch cfg.RedisMode {
 	case RedisSentinel:
@@ -25,25 +52,36 @@ func newRedisClient(cfg Config) (rdb redis.UniversalClient, where []any, err err
 			return nil, nil, err
 		}
 		failFast(&o.MaxRetries, &o.DialerRetries, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolSize, pool)
+		o.TLSConfig = cfg.RedisTLS.apply(o.TLSConfig)
+		credentials(cfg, &o.Username, &o.Password)
+		if cfg.RedisURL.User == nil {
+			// No user info in the URL: the sentinels take the same
+			// credentials as the data nodes.
+			credentials(cfg, &o.SentinelUsername, &o.SentinelPassword)
+		}
 		where = []any{slog.String("mode", RedisSentinel), slog.String("master_name", o.MasterName),
 			slog.String("sentinels", strings.Join(o.SentinelAddrs, ","))}
-		return redis.NewFailoverClient(o), where, nil
+		return o, where, nil
 	case RedisCluster:
 		o, err := redis.ParseClusterURL(cfg.RedisURL.String())
 		if err != nil {
 			return nil, nil, err
 		}
 		failFast(&o.MaxRetries, &o.DialerRetries, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolSize, pool)
+		o.TLSConfig = cfg.RedisTLS.apply(o.TLSConfig)
+		credentials(cfg, &o.Username, &o.Password)
 		where = []any{slog.String("mode", RedisCluster), slog.String("nodes", strings.Join(o.Addrs, ","))}
-		return redis.NewClusterClient(o), where, nil
+		return o, where, nil
 	case RedisStandalone:
 		o, err := redis.ParseURL(cfg.RedisURL.String())
 		if err != nil {
 			return nil, nil, err
 		}
 		failFast(&o.MaxRetries, &o.DialerRetries, &o.DialTimeout, &o.ReadTimeout, &o.WriteTimeout, &o.PoolSize, pool)
+		o.TLSConfig = cfg.RedisTLS.apply(o.TLSConfig)
+		credentials(cfg, &o.Username, &o.Password)
 		where = []any{slog.String("mode", RedisStandalone), slog.String("addr", o.Addr)}
-		return redis.NewClient(o), where, nil
+		return o, where, nil
 	}
 	return nil, nil, fmt.Errorf("unknown mode %q", cfg.RedisMode)
 }
@@ -78,4 +116,159 @@ func failFast(maxRetries, dialerRetries *int, dial, read, write *time.Duration, 
 // connection.
 func redisPoolSize(concurrency int) int {
 	return concurrency + concurrency/4 + 4
+}
+
+// credentials sets a client's username and password to REDIS_USERNAME and
+// REDIS_PASSWORD, each only when it is set.
+func credentials(cfg Config, username, password *string) {
+	if cfg.RedisUsername != "" {
+		*username = cfg.RedisUsername
+	}
+	if cfg.RedisPassword != "" {
+		*password = cfg.RedisPassword.Reveal()
+	}
+}
+
+// TLSFiles is what the PEM files of a TLS connection's settings hold.
+type TLSFiles struct {
+	// Roots are the authorities trusted to sign the servers' certificates,
+	// instead of the system's; nil trusts the system's.
+	Roots *x509.CertPool
+	// Cert is the client certificate with its key; nil sends none.
+	Cert *tls.Certificate
+}
+
+// apply returns a copy of the TLS configuration go-redis made for a
+// rediss:// URL (nil for redis:// and unix://, which stays nil) with f's
+// authorities and client certificate, TLS 1.2 at least, and no ServerName:
+// each server, a sentinel, a master it names or a cluster node, is then
+// verified against the host it is dialled at (go-redis would check every
+// one against the URL's first host).
+func (f TLSFiles) apply(c *tls.Config) *tls.Config {
+	if c == nil {
+		return nil
+	}
+	c = c.Clone()
+	c.ServerName = ""
+	c.MinVersion = max(c.MinVersion, tls.VersionTLS12)
+	if f.Roots != nil {
+		c.RootCAs = f.Roots
+	}
+	if f.Cert != nil {
+		c.Certificates = []tls.Certificate{*f.Cert}
+	}
+	return c
+}
+
+// checkRedisSecurity checks the Redis TLS and credential settings against
+// REDIS_URL and REDIS_MODE, and reads the TLS files into c.RedisTLS. It
+// returns *VarError values, none when every setting is sound.
+func checkRedisSecurity(c *Config, readFile func(string) ([]byte, error), valid func(...string) bool) []error {
+	var errs []error
+	bad := func(name string, err error) { errs = append(errs, &VarError{Var: name, Err: err}) }
+	if !valid("REDIS_URL", "REDIS_MODE", "REDIS_PASSWORD") {
+		return nil
+	}
+	u := c.RedisURL
+	for _, s := range []struct{ name, value string }{
+		{"REDIS_TLS_CA", c.RedisTLSCA}, {"REDIS_TLS_CERT", c.RedisTLSCert}, {"REDIS_TLS_KEY", c.RedisTLSKey},
+		{"REDIS_USERNAME", c.RedisUsername}, {"REDIS_PASSWORD", string(c.RedisPassword)},
+	} {
+		switch {
+		case s.value == "":
+		case u == nil:
+			bad(s.name, errors.New("set, but REDIS_URL is not (idempotency keys are in a JetStream key-value bucket)"))
+		case strings.HasPrefix(s.name, "REDIS_TLS_") && u.Scheme != "rediss":
+			bad(s.name, fmt.Errorf("set, but REDIS_URL is %s://, which does not use TLS: use rediss://", u.Scheme))
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	if c.RedisTLSCA != "" {
+		roots, err := readCA(readFile, c.RedisTLSCA)
+		if err != nil {
+			bad("REDIS_TLS_CA", err)
+		}
+		c.RedisTLS.Roots = roots
+	}
+	switch {
+	case c.RedisTLSCert != "" && c.RedisTLSKey == "":
+		bad("REDIS_TLS_KEY", errors.New("required with REDIS_TLS_CERT"))
+	case c.RedisTLSKey != "" && c.RedisTLSCert == "":
+		bad("REDIS_TLS_CERT", errors.New("required with REDIS_TLS_KEY"))
+	case c.RedisTLSCert != "":
+		cert, err := readKeyPair(readFile, "REDIS_TLS_CERT", c.RedisTLSCert, "REDIS_TLS_KEY", c.RedisTLSKey)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		c.RedisTLS.Cert = cert
+	}
+	if u != nil && (c.RedisUsername != "" || c.RedisPassword != "") {
+		// The URL's own credentials: in sentinel mode its user info is the
+		// sentinels', and username= and password= are the data nodes'.
+		q := u.Query()
+		inURL := q.Has("username") || q.Has("password")
+		if c.RedisMode != RedisSentinel {
+			inURL = inURL || u.User != nil
+		}
+		if inURL {
+			name := "REDIS_PASSWORD"
+			if c.RedisPassword == "" {
+				name = "REDIS_USERNAME"
+			}
+			bad(name, errors.New("REDIS_URL carries credentials too: give them in one place (REDIS_USERNAME and REDIS_PASSWORD_FILE keep the password out of the URL)"))
+		}
+	}
+	return errs
+}
+
+// redisAccessError tells apart, in the error of the first PING at start, a
+// setting the worker cannot run with from a server that is only not there
+// yet: a certificate the worker does not trust, a TLS handshake the server
+// refused, a server that does not speak TLS, refused credentials. It
+// returns that error, naming the variable to fix, or nil for anything else
+// (a refused or timed-out connection: the worker runs and its commands
+// wait for Redis). No password is in any of them: Redis's NOAUTH and
+// WRONGPASS answers do not repeat it.
+func redisAccessError(cfg Config, err error) error {
+	var (
+		unknownCA  x509.UnknownAuthorityError
+		hostname   x509.HostnameError
+		invalid    x509.CertificateInvalidError
+		verify     *tls.CertificateVerificationError
+		notTLS     tls.RecordHeaderError
+		opErr      *net.OpError
+		ca         = "the system's authorities"
+		caVariable = "REDIS_TLS_CA"
+	)
+	if cfg.RedisTLSCA != "" {
+		ca = "the authorities of REDIS_TLS_CA (" + cfg.RedisTLSCA + ")"
+	}
+	user := cfg.RedisUsername
+	if user == "" {
+		user = "default"
+	}
+	fatal := func(variable, format string, a ...any) error {
+		return fmt.Errorf("%s: %s", variable, fmt.Sprintf(format, a...))
+	}
+	switch {
+	case errors.As(err, &unknownCA):
+		return fatal(caVariable, "the Redis server's certificate is not signed by %s: %v", ca, err)
+	case errors.As(err, &hostname):
+		return fatal("REDIS_URL", "the Redis server's certificate is not valid for the address dialled: %v", err)
+	case errors.As(err, &invalid), errors.As(err, &verify):
+		return fatal(caVariable, "the Redis server's certificate does not verify against %s: %v", ca, err)
+	case errors.As(err, &notTLS):
+		return fatal("REDIS_URL", "rediss://, but the Redis server does not answer in TLS: %v", err)
+	case errors.As(err, &opErr) && opErr.Op == "remote error":
+		// A TLS alert from the server: most often it wants a client
+		// certificate it can verify.
+		return fatal("REDIS_TLS_CERT", "the Redis server refused the TLS handshake (does it require a client certificate from its CA? set REDIS_TLS_CERT and REDIS_TLS_KEY): %v", err)
+	case redis.IsAuthError(err), strings.Contains(err.Error(), "called without any password configured"):
+		return fatal("REDIS_PASSWORD", "Redis refused the credentials of user %q (REDIS_USERNAME, REDIS_PASSWORD or REDIS_PASSWORD_FILE): %v", user, err)
+	case redis.IsPermissionError(err):
+		return fatal("REDIS_USERNAME", "the Redis ACL of user %q does not allow what the worker needs (PING, EVALSHA, GET, SET, DEL, INFO, WAIT on its keys): %v", user, err)
+	}
+	return nil
 }
