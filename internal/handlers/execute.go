@@ -20,9 +20,6 @@ const (
 	verdictFailed
 	verdictDeadLetter
 	verdictAborted
-	// verdictAbandoned: Config.TestHook "killed" the worker between two
-	// attempts; the message is left unsettled.
-	verdictAbandoned
 	// verdictPaused: the gateway's circuit is open and the outage is young:
 	// the command waits it out in JetStream (see protect.go).
 	verdictPaused
@@ -331,10 +328,6 @@ func (h *Handler) wait(ctx context.Context, b backoff.BackOff, ex *execution, fl
 		return false
 	}
 	d := min(max(next, floor), left)
-	if h.died(PointRetryWait, req.Reference) {
-		ex.verdict = verdictAbandoned
-		return false
-	}
 	h.obs.Retry(gwName, string(req.Operation), reason)
 	if err := h.cfg.Sleep(ctx, d); err != nil {
 		ex.verdict = verdictAborted

@@ -88,9 +88,6 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		slog.String("idempotency_key", cmd.Key()), slog.String("merchant_id", cmd.MerchantID),
 		slog.String("transaction_id", cmd.TransactionID), slog.String("gateway", gwName)).With(tracing.LogArgs(ctx)...)
 	d := &delivery{msg: msg, meta: meta, cmd: cmd, gwName: gwName, gw: gw, log: log, start: start}
-	if h.died(PointDecoded, cmd.Key()) {
-		return
-	}
 
 	cctx, claimSpan := h.cfg.Tracer.Start(ctx, "idempotency claim")
 	claim, err := h.cfg.Store.Claim(cctx, idempotency.ClaimRequest{
@@ -160,21 +157,12 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 
 // run executes a claimed command under a renewed lease and settles it.
 func (h *Handler) run(ctx context.Context, d *delivery, uncertain, settle bool) {
-	if h.died(PointClaimed, d.cmd.Key()) {
-		return
-	}
 	work, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	guard := &leaseGuard{cancel: cancel}
 	stopRenew := h.keepAlive(work, guard, d)
 	ex := h.execute(work, d.gwName, guardedGateway{Gateway: d.gw, guard: guard}, d.cmd.Request(), uncertain, settle)
 	stopRenew()
-	if ex.verdict == verdictAbandoned {
-		return // TestHook: the worker "died" between two attempts
-	}
-	if (ex.verdict == verdictSucceeded || ex.verdict == verdictFailed) && h.died(PointGatewayDone, d.cmd.Key()) {
-		return
-	}
 
 	// From here on, finishing must not be cut short by the work context: an
 	// outcome that reached the gateway is recorded and announced. fin bounds
@@ -385,15 +373,9 @@ func (h *Handler) finish(ctx, fin context.Context, d *delivery, ex execution) {
 		h.obs.CommandDone(string(d.cmd.Type), "requeued", h.cfg.Now().Sub(d.start))
 		return
 	}
-	if h.died(PointRecorded, d.cmd.Key()) {
-		return
-	}
 	if err := h.publish(fin, out.Subject, body, out.EventID, nil); err != nil {
 		d.log.Warn("event not stored; redelivery will publish it", slog.Any("error", err))
 		h.settle(d.log, "nak", d.msg.Nak())
-		return
-	}
-	if h.died(PointPublished, d.cmd.Key()) {
 		return
 	}
 	h.obs.EventPublished(string(kind))

@@ -114,35 +114,7 @@ type Config struct {
 	// when ctx ends first.
 	Now   func() time.Time
 	Sleep func(ctx context.Context, d time.Duration) error
-	// TestHook, for tests only (nil in production), is asked at each crash
-	// point (the Point constants) with the command's idempotency key. When it
-	// returns true the handler abandons the message there as if the worker
-	// had died: no ack, nak, release or further write, so JetStream redelivers
-	// the message after the ack wait and the record's lease runs out. A hook
-	// may also block, to pause the worker at that point.
-	TestHook func(point, key string) bool
 }
-
-// Crash points at which Config.TestHook is asked, named after the rows of
-// the crash table in docs/design.md.
-const (
-	// PointDecoded: after decoding, before the claim.
-	PointDecoded = "after_decode"
-	// PointClaimed: after the claim, before any gateway call.
-	PointClaimed = "after_claim"
-	// PointRetryWait: while waiting between retries (after an attempt that
-	// will be retried, before the backoff sleep).
-	PointRetryWait = "retry_wait"
-	// PointGatewayDone: after the gateway answered (it may have applied the
-	// operation), before the outcome is recorded.
-	PointGatewayDone = "after_gateway"
-	// PointRecorded: after recording the outcome, before publishing.
-	PointRecorded = "after_record"
-	// PointPublished: after publishing the terminal event, before the ack.
-	PointPublished = "after_publish"
-	// PointDeadLettered: after the DLQ copy, before the ack.
-	PointDeadLettered = "after_dlq"
-)
 
 // Handler processes command messages. It is safe for concurrent use: the
 // worker runs up to WORKER_CONCURRENCY Handle calls at once.
@@ -192,12 +164,6 @@ func New(cfg Config) *Handler {
 		cfg.Source = "urn:payworker:worker"
 	}
 	return &Handler{cfg: cfg, log: cfg.Logger, obs: cfg.Observer}
-}
-
-// died reports whether Config.TestHook abandons the command with key at
-// point, as if the worker died there.
-func (h *Handler) died(point, key string) bool {
-	return h.cfg.TestHook != nil && h.cfg.TestHook(point, key)
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -157,9 +157,6 @@ func (h *Handler) deadLetter(ctx, fin context.Context, d *delivery, ex execution
 		h.handBackDeadLetter(fin, d, ex.uncertain)
 		return
 	}
-	if h.died(PointDeadLettered, d.cmd.Key()) {
-		return
-	}
 	data := h.eventData(d.cmd, d.gwName, ex)
 	data.DLQSubject, data.DLQSequence = dlqSubject, ack.Sequence
 	id := events.MessageID(events.DeadLettered, d.cmd.MerchantID, d.cmd.Key(), msgID)

@@ -370,7 +370,7 @@ func TestReplayRedeliveredAfterRecord(t *testing.T) {
 	o.AckWait = time.Second
 	var died atomic.Bool
 	o.Hook = func(point, key string) bool {
-		return point == handlers.PointRecorded && key == "order-0" && died.CompareAndSwap(false, true)
+		return point == systemtest.PointRecorded && key == "order-0" && died.CompareAndSwap(false, true)
 	}
 	s := systemtest.Start(t, o)
 	c := NewClient(s.JS, s.Streams)

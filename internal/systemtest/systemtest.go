@@ -66,7 +66,8 @@ type Options struct {
 	Concurrency int
 	// AckWait is the consumer's ack wait; 0 means 5s.
 	AckWait time.Duration
-	// Hook is the handlers' TestHook (crash points); nil for none.
+	// Hook is asked at each crash point (see Crashes) with the command's
+	// idempotency key; true "kills" the worker there. nil for none.
 	Hook func(point, key string) bool
 	// WrapStore, when set, wraps the store each worker's handler uses (to
 	// observe or delay its writes).
@@ -162,11 +163,15 @@ func (s *System) StartWorker(t testing.TB, id string, o Options) (stop func()) {
 		Holder:         id,
 		Source:         "urn:payworker:test:" + id,
 		Logger:         log,
-		TestHook:       o.Hook,
 		Tracer:         o.Tracer,
 	}
 	if o.Guard != nil {
 		s.guard(t, id, o.Guard, &hc)
+	}
+	var crashes *Crashes
+	if o.Hook != nil {
+		crashes = NewCrashes(o.Hook, s.Streams)
+		crashes.Wrap(&hc)
 	}
 	h := handlers.New(hc)
 	w := worker.New(worker.Config{JetStream: s.JS, Streams: s.Streams, Handler: h, Concurrency: o.Concurrency,
@@ -177,6 +182,9 @@ func (s *System) StartWorker(t testing.TB, id string, o Options) (stop func()) {
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
+			if crashes != nil {
+				crashes.Release() // a call that died ends as its worker stops
+			}
 			cancel()
 			if err := <-done; err != nil {
 				t.Errorf("worker %s: %v", id, err)

@@ -255,7 +255,7 @@ func startSIBSWorker(t *testing.T, s *systemtest.System, o systemtest.Options) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := handlers.New(handlers.Config{
+	hc := handlers.Config{
 		JetStream:      s.JS,
 		Streams:        s.Streams,
 		Store:          s.Store,
@@ -267,14 +267,22 @@ func startSIBSWorker(t *testing.T, s *systemtest.System, o systemtest.Options) {
 		AckWait:        o.AckWait,
 		Holder:         "w0",
 		Source:         "urn:payworker:test:w0",
-		TestHook:       o.Hook,
-	})
+	}
+	var crashes *systemtest.Crashes
+	if o.Hook != nil {
+		crashes = systemtest.NewCrashes(o.Hook, s.Streams)
+		crashes.Wrap(&hc)
+	}
+	h := handlers.New(hc)
 	w := worker.New(worker.Config{JetStream: s.JS, Streams: s.Streams, Handler: h, Concurrency: o.Concurrency,
 		AckWait: o.AckWait, ShutdownTimeout: 5 * time.Second})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
 	t.Cleanup(func() {
+		if crashes != nil {
+			crashes.Release()
+		}
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("worker: %v", err)
@@ -282,7 +290,7 @@ func startSIBSWorker(t *testing.T, s *systemtest.System, o systemtest.Options) {
 	})
 }
 
-// crashAt is a handlers.TestHook that "kills" the worker the first time a
+// crashAt is a systemtest crash hook that "kills" the worker the first time a
 // command reaches point, and counts every visit of every point.
 type crashAt struct {
 	point string
@@ -325,8 +333,8 @@ func (c *crashAt) dead() bool {
 }
 
 // TestCrashPoints proves the crash table of docs/design.md row by row: the
-// worker dies at the row's point (the handler's TestHook abandons the
-// message there: no ack, no nak, no release, no further write), and the next
+// worker dies at the row's point (systemtest.Crashes stops it there: no
+// ack, no nak, no release, no further write), and the next
 // delivery does what the table's "what the next delivery does" column says.
 // The last row, a paused worker, is TestTakeoverRaceFencing.
 //
@@ -354,34 +362,34 @@ func TestCrashPoints(t *testing.T) {
 		attempts int
 		want     want
 	}{
-		{row: "after decoding, before the claim", point: handlers.PointDecoded,
+		{row: "after decoding, before the claim", point: systemtest.PointDecoded,
 			// claims normally (acquired); being a redelivery, it asks the
 			// status call first ("authorised") in case the record was lost
 			want: want{claims: 1, captures: 1, statuses: 1, deliveries: 2, exactly: true}},
-		{row: "after the claim, before any gateway call", point: handlers.PointClaimed,
+		{row: "after the claim, before any gateway call", point: systemtest.PointClaimed,
 			// busy until the lease expires, then resumed with uncertain →
 			// status call → "authorised" → sends
 			want: want{claims: 2, uncertain: true, captures: 1, statuses: 1, deliveries: 2}},
-		{row: "during the gateway call, or after the gateway applied it", point: handlers.PointGatewayDone,
+		{row: "during the gateway call, or after the gateway applied it", point: systemtest.PointGatewayDone,
 			// resumed with uncertain → status call → "captured for our
 			// amount" → success event, no second call
 			want: want{claims: 2, uncertain: true, captures: 1, statuses: 1, reconciled: true, deliveries: 2}},
-		{row: "after recording the outcome, before publishing", point: handlers.PointRecorded,
+		{row: "after recording the outcome, before publishing", point: systemtest.PointRecorded,
 			// completed, same command, redelivered → republishes the
 			// stored event bytes under the same id
 			want: want{claims: 1, captures: 1, deliveries: 2, exactly: true}},
-		{row: "after publishing, before the ack", point: handlers.PointPublished,
+		{row: "after publishing, before the ack", point: systemtest.PointPublished,
 			// the same → republish is dropped by the stream
 			want: want{claims: 1, captures: 1, deliveries: 2, exactly: true}},
 		{row: "after the ack", point: "",
 			// nothing is redelivered
 			want: want{claims: 1, captures: 1, deliveries: 1, exactly: true}},
-		{row: "while waiting between retries", point: handlers.PointRetryWait,
+		{row: "while waiting between retries", point: systemtest.PointRetryWait,
 			// as "during the gateway call": the first attempt was applied
 			// and its answer dropped; the next holder reconciles
 			faults: sandbox.Faults{ApplyThenDropRate: 1},
 			want:   want{claims: 2, uncertain: true, captures: 1, statuses: 1, reconciled: true, deliveries: 2}},
-		{row: "after the DLQ copy, before the ack", point: handlers.PointDeadLettered,
+		{row: "after the DLQ copy, before the ack", point: systemtest.PointDeadLettered,
 			// resumed (its lease expires) → reconciles → may complete;
 			// the DLQ copy replayed later finds the key completed
 			faults:   sandbox.Faults{ErrorRate: 1, ErrorStatus: 503},
@@ -475,7 +483,7 @@ func TestCrashPoints(t *testing.T) {
 						t.Errorf("stored event bytes\n%s\nare not the recorded outcome's\n%s", stored.Raw, rec.Outcome.Event)
 					}
 
-					deliveries := crash.count(handlers.PointDecoded)
+					deliveries := crash.count(systemtest.PointDecoded)
 					if deliveries < r.want.deliveries || (r.want.exactly && deliveries != r.want.deliveries) {
 						t.Errorf("deliveries = %d, want %d (exactly: %t)", deliveries, r.want.deliveries, r.want.exactly)
 					}
@@ -681,7 +689,7 @@ func TestTakeoverRaceFencing(t *testing.T) {
 				if tc.pauseAfterGateway {
 					var once sync.Once
 					o1.Hook = func(point, _ string) bool {
-						if point == handlers.PointGatewayDone {
+						if point == systemtest.PointGatewayDone {
 							once.Do(func() { close(paused); <-wake })
 						}
 						return false
