@@ -236,14 +236,14 @@ func (a *app) start(ctx context.Context) error {
 		}
 	}
 	po, err := paymentoptions.New(paymentoptions.Config{BaseURL: poURL, APIKey: apiKey, XAPIKey: xKey, Timeout: cfg.GatewayTimeout,
-		MaxConns: cfg.WorkerConcurrency, HTTPClient: gatewayClient(a.tracer, cfg.WorkerConcurrency)})
+		MaxConns: cfg.WorkerConcurrency, HTTPClient: trustingClient(a.tracer, cfg.WorkerConcurrency, cfg.PaymentOptionsRoots)})
 	if err != nil {
 		return usageError{fmt.Errorf("PAYMENTOPTIONS_BASE_URL: %w", err)}
 	}
 	gws[GatewayPaymentOptions] = po
 	log.Info("gateway configured", slog.String("gateway", GatewayPaymentOptions), slog.String("base_url", poURL.Redacted()))
 	if cfg.SIBSConfigured() || cfg.SIBSSandbox() {
-		sibsCfg.HTTPClient = gatewayClient(a.tracer, cfg.WorkerConcurrency)
+		sibsCfg.HTTPClient = trustingClient(a.tracer, cfg.WorkerConcurrency, cfg.SIBSRoots)
 		sc, err := sibs.New(sibsCfg)
 		if err != nil {
 			return usageError{fmt.Errorf("SIBS_BASE_URL: %w", err)}

@@ -5,6 +5,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/payworker/payworker/internal/gateway"
+	"github.com/payworker/payworker/internal/tracing"
 )
 
 // readCA reads a PEM file of certificate authorities into a pool of their
@@ -76,4 +82,17 @@ func checkGatewayCAs(c *Config, readFile func(string) ([]byte, error), valid fun
 		}
 	}
 	return errs
+}
+
+// trustingClient is gatewayClient for a gateway whose certificate is
+// signed by roots (PAYMENTOPTIONS_TLS_CA, SIBS_TLS_CA): the same sized
+// pool, under the same tracing, trusting roots and nothing else. With nil
+// roots it is gatewayClient's, which trusts the system's authorities.
+func trustingClient(tp trace.TracerProvider, maxConns int, roots *x509.CertPool) *http.Client {
+	if roots == nil {
+		return gatewayClient(tp, maxConns)
+	}
+	t := gateway.Transport(maxConns)
+	t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: tracing.Transport(tp, t)}
 }
