@@ -161,109 +161,6 @@ func TestPublishNotProvisioned(t *testing.T) {
 	if _, err := c.Publish(ctx, validCapture("c1")); !errors.Is(err, streams.ErrNotProvisioned) {
 		t.Errorf("Publish = %v, want ErrNotProvisioned", err)
 	}
-	if _, err := c.Watch(ctx); !errors.Is(err, streams.ErrNotProvisioned) {
-		t.Errorf("Watch = %v, want ErrNotProvisioned", err)
-	}
-}
-
-func TestWatch(t *testing.T) {
-	c, js := newClient(t)
-	ctx := testContext(t)
-
-	// An event stored before the watcher starts is not delivered.
-	storedEvent(t, js, events.CaptureSucceeded, terminal(events.CaptureSucceeded, "M1", "old", "c0"))
-
-	w, err := c.Watch(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	old := w.Expect(Match{MerchantID: "M1", IdempotencyKey: "old"})
-	ok := w.Expect(Match{MerchantID: "M1", IdempotencyKey: "k1", CommandID: "c1"})
-	dup := w.Expect(Match{MerchantID: "M1", IdempotencyKey: "k2", CommandID: "c3"})
-
-	// Noise: another merchant, another key, a duplicate of another command.
-	storedEvent(t, js, events.CaptureFailed, terminal(events.CaptureFailed, "M2", "k1", "c1"))
-	storedEvent(t, js, events.CaptureFailed, terminal(events.CaptureFailed, "M1", "other", "c9"))
-	other := events.New(events.Duplicate, "dup-c2", "test", time.Now(), events.Data{
-		CommandID: "c2", IdempotencyKey: "k2", MerchantID: "M1", OriginalEventID: "x",
-	})
-	storedEvent(t, js, events.Duplicate, other)
-	// The answers.
-	storedEvent(t, js, events.CaptureSucceeded, terminal(events.CaptureSucceeded, "M1", "k1", "c1"))
-	mine := other
-	mine.ID, mine.Data.CommandID = "dup-c3", "c3"
-	storedEvent(t, js, events.Duplicate, mine)
-
-	tests := []struct {
-		name   string
-		p      *Pending
-		kind   events.Kind
-		id     string
-		wantOK bool
-	}{
-		{"terminal", ok, events.CaptureSucceeded, events.TerminalID("M1", "k1"), true},
-		{"duplicate of this command", dup, events.Duplicate, "dup-c3", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o, err := tt.p.Wait(ctx)
-			if err != nil {
-				t.Fatalf("Wait = %v", err)
-			}
-			if o.Kind != tt.kind || o.Event.ID != tt.id || o.Succeeded() != tt.wantOK {
-				t.Errorf("Wait = %s %s succeeded=%v, want %s %s succeeded=%v", o.Kind, o.Event.ID, o.Succeeded(), tt.kind, tt.id, tt.wantOK)
-			}
-		})
-	}
-
-	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	defer cancel()
-	if _, err := old.Wait(short); !errors.Is(err, ErrNoOutcome) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("Wait for an event stored before Watch = %v, want ErrNoOutcome and DeadlineExceeded", err)
-	}
-
-	late := w.Expect(Match{MerchantID: "M1", IdempotencyKey: "never"})
-	w.Close()
-	if _, err := late.Wait(ctx); !errors.Is(err, ErrWatcherClosed) {
-		t.Errorf("Wait after Close = %v, want ErrWatcherClosed", err)
-	}
-	w.Close() // safe twice
-}
-
-func TestResolve(t *testing.T) {
-	c, js := newClient(t)
-	ctx := testContext(t)
-	orig := terminal(events.CaptureFailed, "M1", "k1", "c1")
-	orig.Data.GatewayCode = "ERR0404"
-	storedEvent(t, js, events.CaptureFailed, orig)
-	storedEvent(t, js, events.CaptureSucceeded, terminal(events.CaptureSucceeded, "M1", "k2", "c2"))
-	dup := func(original string) Outcome {
-		return Outcome{Kind: events.Duplicate, Event: events.New(events.Duplicate, "d", "test", time.Now(), events.Data{
-			CommandID: "c5", IdempotencyKey: "k1", MerchantID: "M1", CommandType: "capture", OriginalEventID: original,
-		})}
-	}
-
-	got, err := c.Resolve(ctx, dup(orig.ID))
-	if err != nil {
-		t.Fatalf("Resolve = %v", err)
-	}
-	if got.Original == nil || got.Original.ID != orig.ID {
-		t.Fatalf("Resolve original = %v, want event %s", got.Original, orig.ID)
-	}
-	if got.Succeeded() {
-		t.Errorf("Succeeded() of a duplicate of a failure = true, want false")
-	}
-	if line, want := got.Line(), "capture failed (duplicate) merchant=M1"; !strings.HasPrefix(line, want) {
-		t.Errorf("Line() = %q, want prefix %q", line, want)
-	}
-
-	if _, err := c.Resolve(ctx, dup("missing")); !errors.Is(err, ErrEventNotFound) {
-		t.Errorf("Resolve of a missing original = %v, want ErrEventNotFound", err)
-	}
-	if _, err := c.FindEvent(ctx, "x", events.VoidSucceeded); !errors.Is(err, ErrEventNotFound) {
-		t.Errorf("FindEvent on an empty subject = %v, want ErrEventNotFound", err)
-	}
 }
 
 func TestFollow(t *testing.T) {
@@ -383,31 +280,6 @@ func TestFilterSubject(t *testing.T) {
 	}
 }
 
-func TestMatchMatches(t *testing.T) {
-	m := Match{MerchantID: "M1", IdempotencyKey: "k", CommandID: "c1"}
-	tests := []struct {
-		name string
-		kind events.Kind
-		data events.Data
-		want bool
-	}{
-		{"terminal of this command", events.CaptureSucceeded, events.Data{MerchantID: "M1", IdempotencyKey: "k", CommandID: "c1"}, true},
-		{"terminal of another command with the key", events.VoidFailed, events.Data{MerchantID: "M1", IdempotencyKey: "k", CommandID: "c0"}, true},
-		{"other merchant", events.CaptureSucceeded, events.Data{MerchantID: "M2", IdempotencyKey: "k", CommandID: "c1"}, false},
-		{"other key", events.CaptureSucceeded, events.Data{MerchantID: "M1", IdempotencyKey: "k2", CommandID: "c1"}, false},
-		{"duplicate of this command", events.Duplicate, events.Data{MerchantID: "M1", IdempotencyKey: "k", CommandID: "c1"}, true},
-		{"duplicate of another command", events.Duplicate, events.Data{MerchantID: "M1", IdempotencyKey: "k", CommandID: "c2"}, false},
-		{"rejected without command id", events.Rejected, events.Data{MerchantID: "M1", IdempotencyKey: "k"}, true},
-		{"dead-lettered", events.DeadLettered, events.Data{MerchantID: "M1", IdempotencyKey: "k", CommandID: "c1"}, true},
-		{"unknown kind", events.Kind("capture.pending"), events.Data{MerchantID: "M1", IdempotencyKey: "k", CommandID: "c1"}, false},
-	}
-	for _, tt := range tests {
-		if got := m.Matches(tt.kind, tt.data); got != tt.want {
-			t.Errorf("%s: Matches(%s, %+v) = %v, want %v", tt.name, tt.kind, tt.data, got, tt.want)
-		}
-	}
-}
-
 func TestLines(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	ok := events.New(events.CaptureSucceeded, "e1", "test", at, events.Data{
@@ -446,6 +318,18 @@ func TestLines(t *testing.T) {
 	for _, tt := range tests {
 		if tt.got != tt.want {
 			t.Errorf("%s:\n got %s\nwant %s", tt.name, tt.got, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		o    Outcome
+		want bool
+	}{
+		{Outcome{Kind: events.Duplicate, Event: dup, Original: &ok}, true},
+		{Outcome{Kind: events.Duplicate, Event: dup, Original: &failed}, false},
+		{Outcome{Kind: events.Duplicate, Event: dup}, false},
+	} {
+		if got := tt.o.Succeeded(); got != tt.want {
+			t.Errorf("Succeeded() of %s = %v, want %v", tt.o.Line(), got, tt.want)
 		}
 	}
 	var round events.Event

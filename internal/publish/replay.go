@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/command"
 	"github.com/payworker/payworker/internal/events"
 )
@@ -192,14 +194,13 @@ func (c *Client) Replay(ctx context.Context, o ReplayOptions) ([]ReplayResult, R
 	var (
 		results []ReplayResult
 		waits   []replayWait
-		w       *Watcher
+		start   = time.Now()
+		wait    = o.Wait > 0 && !o.DryRun
 	)
-	if o.Wait > 0 && !o.DryRun {
-		var err error
-		if w, err = c.Watch(ctx); err != nil {
-			return nil, ReplaySummary{}, err
+	if wait {
+		if _, err := c.js.Stream(ctx, c.streams.Events); err != nil {
+			return nil, ReplaySummary{}, fmt.Errorf("events: %w", c.streamErr(err))
 		}
-		defer w.Close()
 	}
 	progress := func(r ReplayResult) {
 		results = append(results, r)
@@ -233,15 +234,8 @@ func (c *Client) Replay(ctx context.Context, o ReplayOptions) ([]ReplayResult, R
 			progress(r)
 			return nil
 		}
-		var p *Pending
-		if w != nil {
-			p = w.Expect(m)
-		}
 		ack, err := c.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(c.streams.Commands))
 		if err != nil {
-			if p != nil {
-				p.cancel()
-			}
 			r.Status, r.Err = ReplayError, fmt.Errorf("publish %s: %w", msg.Subject, err)
 			r.Detail = "not republished; the entry stays in the DLQ"
 			progress(r)
@@ -257,9 +251,6 @@ func (c *Client) Replay(ctx context.Context, o ReplayOptions) ([]ReplayResult, R
 			}
 		}
 		if err := c.DeleteDeadLetter(ctx, d.Seq); err != nil {
-			if p != nil {
-				p.cancel()
-			}
 			r.Status, r.Err = ReplayError, err
 			r.Detail = fmt.Sprintf("republished as command_id %s but still in the DLQ: run the replay again to delete it (the second publication is dropped as a duplicate)", r.CommandID)
 			progress(r)
@@ -273,13 +264,17 @@ func (c *Client) Replay(ctx context.Context, o ReplayOptions) ([]ReplayResult, R
 			r.Detail = "an earlier, interrupted replay had published it; JetStream dropped this copy"
 		}
 		progress(r)
-		if p != nil {
-			waits = append(waits, replayWait{i: len(results) - 1, p: p, match: m})
+		if wait {
+			waits = append(waits, replayWait{i: len(results) - 1, ack: client.PubAck{
+				Stream: ack.Stream, Sequence: ack.Sequence, Duplicate: ack.Duplicate,
+				Type:      client.Type(msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]),
+				CommandID: m.CommandID, MerchantID: m.MerchantID, IdempotencyKey: m.IdempotencyKey,
+			}})
 		}
 		return nil
 	})
-	if err == nil && w != nil {
-		c.awaitReplays(ctx, o.Wait, results, waits)
+	if err == nil && len(waits) > 0 {
+		c.awaitReplays(ctx, o.Wait, start, results, waits)
 	}
 	var sum ReplaySummary
 	for _, r := range results {
@@ -293,41 +288,67 @@ func (c *Client) Replay(ctx context.Context, o ReplayOptions) ([]ReplayResult, R
 
 // replayWait is a replayed command whose outcome is awaited.
 type replayWait struct {
-	i     int
-	p     *Pending
-	match Match
+	i   int
+	ack client.PubAck
 }
 
-// awaitReplays waits at most d for the outcomes, and sets each result's
-// status from its outcome. A command an earlier, interrupted replay had
-// published may have been answered before the watch began: its outcome is
-// first looked up among the events stored since the command.
-func (c *Client) awaitReplays(ctx context.Context, d time.Duration, results []ReplayResult, waits []replayWait) {
+// awaitReplays waits at most d for the outcomes, with the public client
+// (AwaitCommand, every wait served by one follower of the events stream),
+// and sets each result's status from its outcome. An outcome may be stored
+// before its wait begins: the client's history reaches back to the
+// replay's start, and for a command an earlier, interrupted replay had
+// published, to the commands stream's duplicate window before it.
+func (c *Client) awaitReplays(ctx context.Context, d time.Duration, start time.Time, results []ReplayResult, waits []replayWait) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
+	history := time.Since(start) + clockSkew
 	for _, rw := range waits {
-		r := &results[rw.i]
-		var (
-			o     Outcome
-			found bool
-		)
-		if r.Republished {
-			o, found = c.findOutcome(ctx, rw.match, c.commandTime(ctx, r.CommandSeq))
-			if found {
-				rw.p.cancel()
-			}
+		if rw.ack.Duplicate {
+			history += c.duplicateWindow(ctx)
+			break
 		}
-		if !found {
-			var err error
-			if o, err = rw.p.Wait(ctx); err != nil {
+	}
+	cl := client.New(c.js, client.WithStreams(PublicStreams(c.streams)), client.WithHistory(history))
+	defer cl.Close()
+	var wg sync.WaitGroup
+	for _, rw := range waits {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &results[rw.i]
+			res, err := cl.AwaitCommand(ctx, rw.ack)
+			var o Outcome
+			if err == nil {
+				o, err = OutcomeOf(res)
+			}
+			switch {
+			case errors.Is(err, client.ErrNoOutcome):
 				r.Status = ReplayTimedOut
 				r.Detail = fmt.Sprintf("no outcome within %s: is a worker running? follow it with `publisher events --key %s`", d, r.Key)
-				continue
+			case err != nil:
+				r.Status, r.Detail = ReplayTimedOut, "no outcome: "+err.Error()
+			default:
+				r.Outcome = &o
+				r.Status, r.Detail = replayStatusOf(o, r.CommandID, r.Republished)
 			}
-		}
-		r.Outcome = &o
-		r.Status, r.Detail = replayStatusOf(o, r.CommandID, r.Republished)
+		}()
 	}
+	wg.Wait()
+}
+
+// clockSkew is the slack given to the server's store times, which the
+// client's history compares with this clock.
+const clockSkew = time.Minute
+
+// duplicateWindow is the commands stream's duplicate window: how long
+// before a publication JetStream dropped as a duplicate the first copy may
+// have been stored.
+func (c *Client) duplicateWindow(ctx context.Context) time.Duration {
+	s, err := c.js.Stream(ctx, c.streams.Commands)
+	if err != nil || s.CachedInfo().Config.Duplicates <= 0 {
+		return 2 * time.Minute // JetStream's default
+	}
+	return s.CachedInfo().Config.Duplicates
 }
 
 // replayStatusOf maps the event that answered the replayed command id to
@@ -372,60 +393,6 @@ func dlqText(d events.Data) string {
 		return ""
 	}
 	return fmt.Sprintf(" (now %s#%d)", d.DLQSubject, d.DLQSequence)
-}
-
-// commandTime is when the commands stream stored message seq; zero when it
-// cannot tell.
-func (c *Client) commandTime(ctx context.Context, seq uint64) time.Time {
-	s, err := c.js.Stream(ctx, c.streams.Commands)
-	if err != nil {
-		return time.Time{}
-	}
-	m, err := s.GetMsg(ctx, seq)
-	if err != nil {
-		return time.Time{}
-	}
-	return m.Time
-}
-
-// findOutcome looks for an event stored at or after since that answers m.
-func (c *Client) findOutcome(ctx context.Context, m Match, since time.Time) (Outcome, bool) {
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{c.streams.EventWildcard()},
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-	}
-	if !since.IsZero() {
-		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
-		cfg.OptStartTime = &since
-	}
-	cons, err := c.js.OrderedConsumer(ctx, c.streams.Events, cfg)
-	if err != nil {
-		return Outcome{}, false
-	}
-	defer c.deleteConsumer(cons)()
-	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		return Outcome{}, false
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return Outcome{}, false
-	}
-	defer it.Stop()
-	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			return Outcome{}, false
-		}
-		var e events.Event
-		if json.Unmarshal(msg.Data(), &e) == nil {
-			if k, ok := events.KindOfType(e.Type); ok && m.Matches(k, e.Data) {
-				return Outcome{Kind: k, Event: e}, true
-			}
-		}
-		if md, err := msg.Metadata(); err != nil || md.NumPending == 0 {
-			return Outcome{}, false
-		}
-	}
 }
 
 // replayMessage builds the command that replays d, and the Match of its
