@@ -49,7 +49,10 @@
 // one consumer. An outcome stored before the wait began is found too: the
 // follower remembers what it read lately, and older events are read in one
 // shared pass over the stream's history (WithHistory bounds how far back
-// Await looks). Events reads the events with a filter, as an iterator.
+// Await looks). A Duplicate's original outcome is looked up the same way,
+// and waited for a little when it is not stored yet: the worker records an
+// outcome before it publishes it, so a duplicate can come first. Events
+// reads the events with a filter, as an iterator.
 //
 // # Compatibility
 //
