@@ -282,7 +282,12 @@ func TestAwaitCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.store(duplicate("M1", "order-5", ack.CommandID))
-		after(500*time.Millisecond, func() { e.store(terminal(events.CaptureSucceeded, "M1", "order-5", "first")) })
+		stored := make(chan struct{})
+		defer func() { <-stored }() // a failing wait does not leave the store to a finished test
+		after(500*time.Millisecond, func() {
+			defer close(stored)
+			e.store(terminal(events.CaptureSucceeded, "M1", "order-5", "first"))
+		})
 		r, err := e.c.AwaitCommand(ctx, ack)
 		if err != nil {
 			t.Fatal(err)
