@@ -45,6 +45,22 @@ type Config struct {
 	NATSURL string
 	// NATSCreds is NATS_CREDS, the path of a NATS credentials file; optional.
 	NATSCreds string
+	// NATSUser and NATSPassword are NATS_USER and NATS_PASSWORD (or
+	// NATS_PASSWORD_FILE): a user of deploy/nats/permissions.conf.
+	NATSUser     string
+	NATSPassword Secret
+	// NATSNKeySeedFile is NATS_NKEY_SEED_FILE, a file holding an NKEY user
+	// seed (SU...) to sign the server's challenge with.
+	NATSNKeySeedFile string
+	// NATSTLSCA, NATSTLSCert and NATSTLSKey are NATS_TLS_CA, NATS_TLS_CERT
+	// and NATS_TLS_KEY: the PEM files of the CAs trusted to sign the NATS
+	// servers' certificates (set, NATS is always TLS), and of a client
+	// certificate and its key, both or neither.
+	NATSTLSCA, NATSTLSCert, NATSTLSKey string
+	// NATSInboxPrefix is NATS_INBOX_PREFIX, the first token of the
+	// connection's reply subjects, which the payworker role may subscribe
+	// to.
+	NATSInboxPrefix string
 	// EmbeddedNATSAddr is EMBEDDED_NATS_ADDR, the host:port of the embedded
 	// server. Its fixed loopback port lets the publisher find it with no flags.
 	EmbeddedNATSAddr string
@@ -209,6 +225,13 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("nats_url", redactURLList(c.NATSURL)),
 		slog.String("nats_creds", c.NATSCreds),
+		slog.String("nats_user", c.NATSUser),
+		slog.Any("nats_password", c.NATSPassword),
+		slog.String("nats_nkey_seed_file", c.NATSNKeySeedFile),
+		slog.String("nats_tls_ca", c.NATSTLSCA),
+		slog.String("nats_tls_cert", c.NATSTLSCert),
+		slog.String("nats_tls_key", c.NATSTLSKey),
+		slog.String("nats_inbox_prefix", c.NATSInboxPrefix),
 		slog.String("embedded_nats_addr", c.EmbeddedNATSAddr),
 		slog.String("data_dir", c.DataDir),
 		slog.String("redis_url", redactRedisURL(c.RedisURL)),
@@ -402,6 +425,20 @@ func settings() []setting {
 			set: func(c *Config, v string) (err error) { c.NATSURL, err = natsURLs(v); return err }},
 		{name: "NATS_CREDS", def: "", desc: "NATS credentials file",
 			set: func(c *Config, v string) error { c.NATSCreds = v; return nil }},
+		{name: "NATS_USER", def: "", desc: "NATS user (payworker in deploy/nats/permissions.conf), with NATS_PASSWORD",
+			set: func(c *Config, v string) error { c.NATSUser = v; return nil }},
+		{name: "NATS_PASSWORD", secret: true, desc: "password of NATS_USER",
+			set: func(c *Config, v string) error { c.NATSPassword = Secret(v); return nil }},
+		{name: "NATS_NKEY_SEED_FILE", def: "", desc: "file holding the NATS NKEY user seed (SU...), instead of NATS_USER or NATS_CREDS",
+			set: func(c *Config, v string) error { c.NATSNKeySeedFile = v; return nil }},
+		{name: "NATS_TLS_CA", def: "", desc: "PEM file of the CAs that sign the NATS servers' certificates, trusted instead of the system's; set, NATS is always TLS",
+			set: func(c *Config, v string) error { c.NATSTLSCA = v; return nil }},
+		{name: "NATS_TLS_CERT", def: "", desc: "PEM client certificate for NATS servers that verify clients, with NATS_TLS_KEY",
+			set: func(c *Config, v string) error { c.NATSTLSCert = v; return nil }},
+		{name: "NATS_TLS_KEY", def: "", desc: "PEM private key of NATS_TLS_CERT",
+			set: func(c *Config, v string) error { c.NATSTLSKey = v; return nil }},
+		{name: "NATS_INBOX_PREFIX", def: "_INBOX_payworker", desc: "first token of the worker's NATS reply subjects: the payworker role may subscribe to <prefix>.> and no other role may",
+			set: func(c *Config, v string) error { c.NATSInboxPrefix = v; return nil }},
 		{name: "EMBEDDED_NATS_ADDR", def: "127.0.0.1:4333", desc: "host:port of the embedded NATS server",
 			set: func(c *Config, v string) (err error) { c.EmbeddedNATSAddr, err = hostPort(v); return err }},
 		{name: "DATA_DIR", def: "./payworker-data", desc: "directory of the embedded NATS server's JetStream store",
@@ -631,6 +668,8 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 			bad[s.name] = true
 		}
 	}
+
+	errs = append(errs, checkNATS(c, readFile, valid)...)
 
 	// Relations between variables, checked only between valid ones so that
 	// no problem is reported twice in other words.

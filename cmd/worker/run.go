@@ -29,6 +29,7 @@ import (
 	"github.com/payworker/payworker/internal/idempotency"
 	"github.com/payworker/payworker/internal/logging"
 	"github.com/payworker/payworker/internal/metrics"
+	"github.com/payworker/payworker/internal/natsconn"
 	"github.com/payworker/payworker/internal/natsserver"
 	"github.com/payworker/payworker/internal/ops"
 	"github.com/payworker/payworker/internal/paymentoptions"
@@ -132,22 +133,24 @@ func (a *app) start(ctx context.Context) error {
 		natsURL = ns.ClientURL()
 		log.Info("no NATS_URL: running an embedded NATS server with JetStream", slog.String("url", natsURL), slog.String("store_dir", dir))
 	}
-	opts := []nats.Option{
-		nats.Name("payworker-worker " + cfg.WorkerID),
+	conn := natsSettings(cfg)
+	conn.URL = natsURL
+	a.ncClosed = make(chan struct{})
+	nc, err := natsconn.Connect(conn,
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("NATS disconnected", slog.Any("error", err)) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", slog.String("url", c.ConnectedUrlRedacted())) }),
+		nats.ErrorHandler(natsErrorLogger(conn, log)),
 		nats.ClosedHandler(func(*nats.Conn) { close(a.ncClosed) }),
 		nats.DrainTimeout(drainTimeout),
-	}
-	a.ncClosed = make(chan struct{})
-	if cfg.NATSCreds != "" {
-		opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
-	}
-	nc, err := nats.Connect(natsURL, opts...)
+	)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s (NATS_URL): %w", natsURL, err)
+		var se *natsconn.SettingError
+		if errors.As(err, &se) {
+			return usageError{err}
+		}
+		return err
 	}
 	a.nc = nc
 	js, err := jetstream.New(nc)
