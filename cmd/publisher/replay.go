@@ -16,7 +16,8 @@ import (
 var replayHelp = help{
 	synopsis: "replay [--type capture|void] [--merchant ID] [--reason R] [--since T] [--until T] [--limit N] [--dry-run] [--wait[=60s]] [flags]",
 	desc: `Replays dead letters: the commands in the DLQ stream (PAYMENT_DLQ) that reached
-no final outcome (reason retries_exhausted or outcome_unknown). Each selected
+no final outcome (reason retries_exhausted, outcome_unknown or
+gateway_unavailable). Each selected
 entry is republished on its command subject (payments.cmd.<type>) with a new
 command_id, replay-<dlq stream>-<dlq seq>, and the same idempotency key (a
 command that had no idempotency_key gets its original command_id as key), so
@@ -109,7 +110,7 @@ func runReplay(ctx context.Context, e *env, args []string) error {
 	)
 	fs.StringVar(&o.Filter.Type, "type", "", "only entries of this command `type`: capture or void (invalid, with --include-invalid)")
 	fs.StringVar(&o.Filter.MerchantID, "merchant", "", "only entries of this merchant `id`")
-	fs.StringVar(&o.Filter.Reason, "reason", "", "only entries dead-lettered for this `reason` (Payworker-Reason): retries_exhausted, outcome_unknown, ...")
+	fs.StringVar(&o.Filter.Reason, "reason", "", "only entries dead-lettered for this `reason` (Payworker-Reason): retries_exhausted, outcome_unknown, gateway_unavailable")
 	fs.StringVar(&since, "since", "", "only entries dead-lettered at or after `time` (2h ago, or RFC 3339)")
 	fs.StringVar(&until, "until", "", "only entries dead-lettered at or before `time` (30m ago, or RFC 3339)")
 	fs.IntVar(&o.Limit, "limit", 0, "replay at most `n` entries (0: all)")
