@@ -1,0 +1,331 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/payworker/payworker/client"
+	"github.com/payworker/payworker/internal/natsconn"
+	"github.com/payworker/payworker/internal/natsconn/natsconntest"
+)
+
+// roleConn connects to srv as role with deploy/nats's credentials, using
+// the reply prefix that role's permissions allow (the worker's and the
+// operator's own, the order service's the default _INBOX).
+func roleConn(t testing.TB, srv *natsconntest.Server, role string, s natsconn.Settings) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	s.URL = srv.URL
+	switch role {
+	case "payworker":
+		s.InboxPrefix = "_INBOX_payworker"
+	case "operator":
+		s.InboxPrefix = "_INBOX_operator"
+	}
+	s.User, s.Password = role, srv.Password(role)
+	nc, err := natsconn.Connect(s, nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatalf("connect as %s: %v", role, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// securedEnv is the worker's environment against srv as the payworker user.
+func securedEnv(t testing.TB, srv *natsconntest.Server) env {
+	return env{
+		"NATS_URL":           srv.URL,
+		"NATS_USER":          "payworker",
+		"NATS_PASSWORD_FILE": srv.PasswordFile(t, "payworker"),
+		"SANDBOX_ADDR":       freeAddr(t),
+		"HTTP_ADDR":          freeAddr(t),
+		"DATA_DIR":           t.TempDir(),
+		"LOG_FORMAT":         "json",
+		"LOG_LEVEL":          "debug",
+		"WORKER_ID":          "secured",
+		// A fleet-wide rate limit without Redis: the worker joins the
+		// payworker_fleet bucket and watches it.
+		"PAYMENTOPTIONS_RATE_LIMIT": "1000",
+	}
+}
+
+// capture has the order service capture a new sandbox authorisation through
+// the client package and wait for its outcome.
+func captureAsOrderService(t testing.TB, c *client.Client, sandboxAddr, id string) client.Result {
+	t.Helper()
+	auth := authoriseOverHTTP(t, sandboxAddr, "M0001", 1000, "JPY")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := c.Do(ctx, client.Capture{CommandID: id, MerchantID: "M0001", TransactionID: auth, Amount: 1000, Currency: "JPY"})
+	if err != nil {
+		t.Fatalf("order service capture %s: %v", id, err)
+	}
+	return res
+}
+
+// noViolations fails the test if the server refused anything so far: every
+// subject the programs use must be in deploy/nats/roles.conf.
+func noViolations(t testing.TB, srv *natsconntest.Server) {
+	t.Helper()
+	for _, v := range srv.Violations() {
+		t.Errorf("nats-server refused a subject a program uses: %s", v)
+	}
+}
+
+// refused runs act, which must fail, and checks that the server logged a
+// violation of user's permissions on subject for it.
+func refused(t *testing.T, srv *natsconntest.Server, user, subject string, act func(ctx context.Context) error) {
+	t.Helper()
+	// A refused request gets no answer: it fails when ctx ends. What
+	// proves the refusal is the server's log.
+	ctx, cancel := context.WithTimeout(context.Background(), 750*time.Millisecond)
+	defer cancel()
+	if err := act(ctx); err == nil {
+		t.Errorf("%s on %s succeeded, want it refused", user, subject)
+		return
+	}
+	want := fmt.Sprintf("user:%s\" - %s Violation - Subject %q", user, kindOf(subject), subject)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, v := range srv.Violations() {
+			if strings.Contains(v, want) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s on %s failed, but the server logged no violation %s; violations: %q", user, subject, want, srv.Violations())
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// subscriptions are the subjects refused calls subscribe to.
+var subscriptions = map[string]bool{}
+
+// kindOf is the violation the server logs for subject: Subscription for
+// those that subscribe tries, Publish for the rest.
+func kindOf(subject string) string {
+	if subscriptions[subject] {
+		return "Subscription"
+	}
+	return "Publish"
+}
+
+// request sends a JetStream API request and returns an error for no answer or
+// an API error.
+func request(nc *nats.Conn, subject string, body string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		m, err := nc.RequestWithContext(ctx, subject, []byte(body))
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(m.Data), `"error"`) {
+			return errors.New(string(m.Data))
+		}
+		return nil
+	}
+}
+
+// subscribe subscribes and waits for the server's answer: a refused
+// subscription fails.
+func subscribe(nc *nats.Conn, subject string) func(ctx context.Context) error {
+	subscriptions[subject] = true
+	return func(ctx context.Context) error {
+		sub, err := nc.SubscribeSync(subject)
+		if err != nil {
+			return err
+		}
+		defer sub.Unsubscribe()
+		if err := nc.FlushWithContext(ctx); err != nil {
+			return err
+		}
+		for ctx.Err() == nil {
+			if _, err := sub.NextMsg(50 * time.Millisecond); errors.Is(err, nats.ErrPermissionViolation) {
+				return err
+			}
+		}
+		return fmt.Errorf("no message on %s: %w", subject, ctx.Err())
+	}
+}
+
+// TestNATSPermissions runs the worker from run() as the payworker user of
+// deploy/nats/permissions.conf, and the order service (the client package)
+// as orderservice: a capture gets its succeeded event and an invalid command
+// its rejection and dead letter, with no subject refused to either. Then
+// each act the roles must not do is tried and refused by the server.
+func TestNATSPermissions(t *testing.T) {
+	srv := natsconntest.Start(t, natsconntest.Options{})
+	e := securedEnv(t, srv)
+	w := startRun(t, e)
+	w.waitReady(t)
+
+	onc, ojs := roleConn(t, srv, "orderservice", natsconn.Settings{})
+	shop := client.New(ojs)
+	t.Cleanup(func() { shop.Close() })
+	res := captureAsOrderService(t, shop, e["SANDBOX_ADDR"], "sec-1")
+	if !res.OK() {
+		t.Fatalf("capture = %s, want succeeded", res)
+	}
+	if ev := client.EventOf(res); ev.Type != "payments.capture.succeeded" {
+		t.Errorf("capture's event type %s, want payments.capture.succeeded", ev.Type)
+	}
+	// A message the worker rejects: its copy goes to the DLQ.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := ojs.Publish(ctx, "payments.cmd.capture", []byte(`{"not":"a command"}`)); err != nil {
+		t.Fatalf("publish an invalid command: %v", err)
+	}
+	_, wjs := roleConn(t, srv, "operator", natsconn.Settings{})
+	poll(t, 30*time.Second, "the invalid command in PAYMENT_DLQ", func() (bool, string) {
+		s, err := wjs.Stream(ctx, "PAYMENT_DLQ")
+		if err != nil {
+			return false, err.Error()
+		}
+		return s.CachedInfo().State.Msgs == 1, fmt.Sprint(s.CachedInfo().State.Msgs)
+	})
+	// Let the worker's probes (consumer info, lag, fleet) run once more.
+	time.Sleep(probeInterval + time.Second)
+	noViolations(t, srv)
+	if t.Failed() {
+		return
+	}
+
+	// What the order service must not do.
+	refused(t, srv, "orderservice", "payments.evt.capture.succeeded", func(ctx context.Context) error {
+		_, err := ojs.Publish(ctx, "payments.evt.capture.succeeded", []byte(`{}`))
+		return err
+	})
+	refused(t, srv, "orderservice", "payments.dlq.capture", func(ctx context.Context) error {
+		_, err := ojs.Publish(ctx, "payments.dlq.capture", []byte(`{}`))
+		return err
+	})
+	refused(t, srv, "orderservice", "$JS.API.STREAM.INFO.PAYMENT_DLQ", func(ctx context.Context) error {
+		_, err := ojs.Stream(ctx, "PAYMENT_DLQ")
+		return err
+	})
+	refused(t, srv, "orderservice", "$JS.API.STREAM.MSG.GET.PAYMENT_DLQ", request(onc, "$JS.API.STREAM.MSG.GET.PAYMENT_DLQ", `{"seq":1}`))
+	refused(t, srv, "orderservice", "$JS.API.DIRECT.GET.PAYMENT_DLQ", request(onc, "$JS.API.DIRECT.GET.PAYMENT_DLQ", `{"seq":1}`))
+	refused(t, srv, "orderservice", "$JS.API.CONSUMER.CREATE.PAYMENT_DLQ.peek", request(onc, "$JS.API.CONSUMER.CREATE.PAYMENT_DLQ.peek",
+		`{"stream_name":"PAYMENT_DLQ","config":{"name":"peek","ack_policy":"none"}}`))
+	refused(t, srv, "orderservice", "payments.dlq.>", subscribe(onc, "payments.dlq.>"))
+	refused(t, srv, "orderservice", "_INBOX_operator.>", subscribe(onc, "_INBOX_operator.>"))
+	refused(t, srv, "orderservice", "_INBOX_payworker.>", subscribe(onc, "_INBOX_payworker.>"))
+	refused(t, srv, "orderservice", "$JS.API.STREAM.PURGE.PAYMENT_COMMANDS", request(onc, "$JS.API.STREAM.PURGE.PAYMENT_COMMANDS", ""))
+	refused(t, srv, "orderservice", "$JS.API.STREAM.PURGE.PAYMENT_EVENTS", request(onc, "$JS.API.STREAM.PURGE.PAYMENT_EVENTS", ""))
+	refused(t, srv, "orderservice", "$JS.API.STREAM.DELETE.PAYMENT_EVENTS", func(ctx context.Context) error {
+		return ojs.DeleteStream(ctx, "PAYMENT_EVENTS")
+	})
+	refused(t, srv, "orderservice", "$JS.API.CONSUMER.DELETE.PAYMENT_COMMANDS.payworker", func(ctx context.Context) error {
+		return ojs.DeleteConsumer(ctx, "PAYMENT_COMMANDS", "payworker")
+	})
+	refused(t, srv, "orderservice", "$JS.API.CONSUMER.MSG.NEXT.PAYMENT_COMMANDS.payworker",
+		request(onc, "$JS.API.CONSUMER.MSG.NEXT.PAYMENT_COMMANDS.payworker", `{"batch":1,"expires":500000000}`))
+
+	// What the worker's user must not do.
+	pnc, pjs := roleConn(t, srv, "payworker", natsconn.Settings{})
+	for _, stream := range []string{"PAYMENT_COMMANDS", "PAYMENT_EVENTS", "PAYMENT_DLQ", "KV_payworker_idempotency"} {
+		refused(t, srv, "payworker", "$JS.API.STREAM.DELETE."+stream, func(ctx context.Context) error {
+			return pjs.DeleteStream(ctx, stream)
+		})
+		refused(t, srv, "payworker", "$JS.API.STREAM.PURGE."+stream, request(pnc, "$JS.API.STREAM.PURGE."+stream, ""))
+	}
+	refused(t, srv, "payworker", "payments.cmd.capture", func(ctx context.Context) error {
+		_, err := pjs.Publish(ctx, "payments.cmd.capture", []byte(`{}`))
+		return err
+	})
+	refused(t, srv, "payworker", "_INBOX.>", subscribe(pnc, "_INBOX.>"))
+
+	// Nothing was lost: the streams are there with what they held.
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for stream, want := range map[string]uint64{"PAYMENT_COMMANDS": 2, "PAYMENT_EVENTS": 2, "PAYMENT_DLQ": 1} {
+		s, err := wjs.Stream(ctx, stream)
+		if err != nil {
+			t.Errorf("stream %s after the refused acts: %v", stream, err)
+			continue
+		}
+		if got := s.CachedInfo().State.Msgs; got != want {
+			t.Errorf("stream %s holds %d messages, want %d", stream, got, want)
+		}
+	}
+}
+
+// TestNATSNKeys runs the worker and the order service with NKEY seeds
+// (permissions-nkey.conf, NATS_NKEY_SEED_FILE) instead of passwords.
+func TestNATSNKeys(t *testing.T) {
+	srv := natsconntest.Start(t, natsconntest.Options{NKeys: true})
+	e := securedEnv(t, srv)
+	delete(e, "NATS_USER")
+	delete(e, "NATS_PASSWORD_FILE")
+	e["NATS_NKEY_SEED_FILE"] = srv.SeedFile(t, "payworker")
+	w := startRun(t, e)
+	w.waitReady(t)
+
+	nc, err := natsconn.Connect(natsconn.Settings{URL: srv.URL, NKeySeedFile: srv.SeedFile(t, "orderservice")})
+	if err != nil {
+		t.Fatalf("order service with its seed: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shop := client.New(js)
+	t.Cleanup(func() { shop.Close() })
+	if res := captureAsOrderService(t, shop, e["SANDBOX_ADDR"], "nkey-1"); !res.OK() {
+		t.Errorf("capture = %s, want succeeded", res)
+	}
+	noViolations(t, srv)
+	if log := w.stderr.String(); strings.Contains(log, srv.Password("payworker")) || strings.Contains(log, "SU") && strings.Contains(log, seedOf(t, e["NATS_NKEY_SEED_FILE"])) {
+		t.Errorf("the worker logged its seed:\n%s", log)
+	}
+}
+
+func seedOf(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestNATSLoginRefused: a wrong password stops the worker at start with an
+// error that names NATS_USER and never shows the password.
+func TestNATSLoginRefused(t *testing.T) {
+	srv := natsconntest.Start(t, natsconntest.Options{})
+	e := securedEnv(t, srv)
+	wrong := filepath.Join(t.TempDir(), "wrong")
+	const bad = "pwNotTheRightOne42"
+	if err := os.WriteFile(wrong, []byte(bad+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e["NATS_PASSWORD_FILE"] = wrong
+	w := startRun(t, e)
+	var err error
+	poll(t, 30*time.Second, "run to return", func() (bool, string) {
+		var done bool
+		err, done = w.exited()
+		return done, ""
+	})
+	if err == nil || !strings.Contains(err.Error(), "NATS_USER") || !strings.Contains(err.Error(), `user "payworker"`) ||
+		!errors.Is(err, nats.ErrAuthorization) {
+		t.Errorf("run = %v, want an authorization violation naming NATS_USER and user \"payworker\"", err)
+	}
+	if out := fmt.Sprint(err) + w.stderr.String(); strings.Contains(out, bad) {
+		t.Errorf("the password appears in the error or the log:\n%s", out)
+	}
+}
