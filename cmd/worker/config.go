@@ -119,6 +119,13 @@ type Config struct {
 	SIBSTLSCA string
 	SIBSRoots *x509.CertPool
 
+	// GatewayAllowHTTP is GATEWAY_ALLOW_HTTP: http:// gateway URLs
+	// (PAYMENTOPTIONS_BASE_URL, SIBS_BASE_URL, SIBS_TOKEN_URL) are accepted
+	// for any host, not for loopback hosts only. It is for a sandbox on
+	// another host of a demo network; run warns at start about each such
+	// URL (see PlainHTTPGateways).
+	GatewayAllowHTTP bool
+
 	// DefaultGateway is DEFAULT_GATEWAY: GatewayPaymentOptions or GatewaySIBS.
 	DefaultGateway string
 	// GatewayRoutes is GATEWAY_ROUTES: merchant id → gateway name, for the
@@ -252,6 +259,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("sibs_oauth_url", redactURL(c.SIBSTokenURL)), // not "token": logging.Redact would hide it
 		slog.Any("sibs_client_secret", c.SIBSClientSecret),
 		slog.String("sibs_tls_ca", c.SIBSTLSCA),
+		slog.Bool("gateway_allow_http", c.GatewayAllowHTTP),
 		slog.String("default_gateway", c.DefaultGateway),
 		slog.String("gateway_routes", strings.Join(routes, ",")),
 		slog.Int("worker_concurrency", c.WorkerConcurrency),
@@ -466,8 +474,19 @@ func settings() []setting {
 			set: func(c *Config, v string) error { c.RedisTLSCert = v; return nil }},
 		{name: "REDIS_TLS_KEY", def: "", desc: "PEM private key of REDIS_TLS_CERT",
 			set: func(c *Config, v string) error { c.RedisTLSKey = v; return nil }},
+		// GATEWAY_ALLOW_HTTP comes before the gateway URLs: their set
+		// functions read it.
+		{name: "GATEWAY_ALLOW_HTTP", def: "false", desc: "true accepts http:// gateway URLs for any host, not only loopback ones, and warns at start; for a sandbox in a demo network only (keys and card data cross it unencrypted)",
+			set: func(c *Config, v string) error {
+				b, err := oneOf(v, "true", "false")
+				c.GatewayAllowHTTP = b == "true"
+				return err
+			}},
 		{name: "PAYMENTOPTIONS_BASE_URL", def: "", desc: "PaymentOptions API base URL; empty starts the sandbox gateway in-process",
-			set: func(c *Config, v string) (err error) { c.PaymentOptionsBaseURL, err = gatewayURL(v); return err }},
+			set: func(c *Config, v string) (err error) {
+				c.PaymentOptionsBaseURL, err = gatewayURL(v, c.GatewayAllowHTTP)
+				return err
+			}},
 		{name: "PAYMENTOPTIONS_API_KEY", secret: true, desc: "PaymentOptions API key; required with PAYMENTOPTIONS_BASE_URL",
 			set: func(c *Config, v string) error { c.PaymentOptionsAPIKey = Secret(v); return nil }},
 		{name: "PAYMENTOPTIONS_X_API_KEY", secret: true, desc: "PaymentOptions X-Api-Key; required with PAYMENTOPTIONS_BASE_URL",
@@ -475,7 +494,10 @@ func settings() []setting {
 		{name: "PAYMENTOPTIONS_TLS_CA", def: "", desc: "PEM file of a private CA (test setups) trusted instead of the system's for PaymentOptions",
 			set: func(c *Config, v string) error { c.PaymentOptionsTLSCA = v; return nil }},
 		{name: "SIBS_BASE_URL", def: "", desc: "SIBS API base URL; SIBS is configured only when it is set",
-			set: func(c *Config, v string) (err error) { c.SIBSBaseURL, err = gatewayURL(v); return err }},
+			set: func(c *Config, v string) (err error) {
+				c.SIBSBaseURL, err = gatewayURL(v, c.GatewayAllowHTTP)
+				return err
+			}},
 		{name: "SIBS_CLIENT_ID", desc: "SIBS client id",
 			set: func(c *Config, v string) error { c.SIBSClientID = v; return nil }},
 		{name: "SIBS_TOKEN", secret: true, desc: "SIBS bearer token (or SIBS_TOKEN_URL with SIBS_CLIENT_SECRET)",
@@ -489,7 +511,10 @@ func settings() []setting {
 				return nil
 			}},
 		{name: "SIBS_TOKEN_URL", desc: "SIBS OAuth token endpoint",
-			set: func(c *Config, v string) (err error) { c.SIBSTokenURL, err = gatewayURL(v); return err }},
+			set: func(c *Config, v string) (err error) {
+				c.SIBSTokenURL, err = gatewayURL(v, c.GatewayAllowHTTP)
+				return err
+			}},
 		{name: "SIBS_CLIENT_SECRET", secret: true, desc: "SIBS OAuth client secret, with SIBS_TOKEN_URL",
 			set: func(c *Config, v string) error { c.SIBSClientSecret = Secret(v); return nil }},
 		{name: "SIBS_TLS_CA", def: "", desc: "PEM file of a private CA (test setups) trusted instead of the system's for SIBS and SIBS_TOKEN_URL",
@@ -1073,8 +1098,9 @@ func redactRedisURL(u *url.URL) string {
 	return r.Redacted()
 }
 
-// gatewayURL parses a gateway URL: https, or http for a loopback host.
-func gatewayURL(v string) (*url.URL, error) {
+// gatewayURL parses a gateway URL: https, or http for a loopback host (for
+// any host with allowHTTP, GATEWAY_ALLOW_HTTP).
+func gatewayURL(v string, allowHTTP bool) (*url.URL, error) {
 	u, err := parseURL(v, "https", "http")
 	if err != nil || u == nil {
 		return nil, err
@@ -1082,10 +1108,35 @@ func gatewayURL(v string) (*url.URL, error) {
 	if u.Host == "" {
 		return nil, fmt.Errorf("parse %q: missing host", u.Redacted())
 	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) && !allowHTTP {
 		return nil, fmt.Errorf("http:// is allowed for loopback hosts only, got host %q", u.Hostname())
 	}
 	return u, nil
+}
+
+// PlainHTTPGateway is a gateway URL that GATEWAY_ALLOW_HTTP let through.
+type PlainHTTPGateway struct {
+	// Gateway is GatewayPaymentOptions or GatewaySIBS; Var the variable
+	// that holds URL.
+	Gateway, Var string
+	URL          *url.URL
+}
+
+// PlainHTTPGateways lists the configured gateway URLs that are http:// with
+// a host that is not loopback (only GATEWAY_ALLOW_HTTP admits them), in the
+// order of the settings. run logs a WARN for each at start.
+func (c Config) PlainHTTPGateways() []PlainHTTPGateway {
+	var out []PlainHTTPGateway
+	for _, g := range []PlainHTTPGateway{
+		{GatewayPaymentOptions, "PAYMENTOPTIONS_BASE_URL", c.PaymentOptionsBaseURL},
+		{GatewaySIBS, "SIBS_BASE_URL", c.SIBSBaseURL},
+		{GatewaySIBS, "SIBS_TOKEN_URL", c.SIBSTokenURL},
+	} {
+		if g.URL != nil && g.URL.Scheme == "http" && !isLoopback(g.URL.Hostname()) {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 // isLoopback reports whether host is localhost, in 127.0.0.0/8 or ::1.

@@ -67,6 +67,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		cfg.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	log = log.With(slog.String("worker_id", cfg.WorkerID))
+	for _, g := range cfg.PlainHTTPGateways() {
+		log.Warn("GATEWAY_ALLOW_HTTP: gateway called over plain http; its keys and card data cross the network unencrypted, so use it for a sandbox only",
+			slog.String("gateway", g.Gateway), slog.String("variable", g.Var), slog.String("url", g.URL.Redacted()))
+	}
 	if getenv("GOGC") == "" {
 		// The worker allocates about 30 KB per command around a live heap
 		// of a few MB: at Go's default the collector runs dozens of times
@@ -211,7 +215,7 @@ func (a *app) start(ctx context.Context) error {
 
 	gws := map[string]handlers.Gateway{}
 	poURL, apiKey, xKey := cfg.PaymentOptionsBaseURL, cfg.PaymentOptionsAPIKey.Reveal(), cfg.PaymentOptionsXAPIKey.Reveal()
-	sibsCfg := sibs.Config{BaseURL: cfg.SIBSBaseURL, ClientID: cfg.SIBSClientID, TerminalID: cfg.SIBSTerminalID,
+	sibsCfg := sibs.Config{BaseURL: cfg.SIBSBaseURL, AllowHTTP: cfg.GatewayAllowHTTP, ClientID: cfg.SIBSClientID, TerminalID: cfg.SIBSTerminalID,
 		Token: cfg.SIBSToken.Reveal(), TokenURL: cfg.SIBSTokenURL, ClientSecret: cfg.SIBSClientSecret.Reveal(), Timeout: cfg.GatewayTimeout,
 		MaxConns: cfg.WorkerConcurrency}
 	if cfg.Sandbox() {
@@ -238,7 +242,7 @@ func (a *app) start(ctx context.Context) error {
 			log.Info("no SIBS_BASE_URL: the sandbox gateway serves SIBS too", slog.String("base_url", su.String()))
 		}
 	}
-	po, err := paymentoptions.New(paymentoptions.Config{BaseURL: poURL, APIKey: apiKey, XAPIKey: xKey, Timeout: cfg.GatewayTimeout,
+	po, err := paymentoptions.New(paymentoptions.Config{BaseURL: poURL, AllowHTTP: cfg.GatewayAllowHTTP, APIKey: apiKey, XAPIKey: xKey, Timeout: cfg.GatewayTimeout,
 		MaxConns: cfg.WorkerConcurrency, HTTPClient: trustingClient(a.tracer, cfg.WorkerConcurrency, cfg.PaymentOptionsRoots)})
 	if err != nil {
 		return usageError{fmt.Errorf("PAYMENTOPTIONS_BASE_URL: %w", err)}

@@ -48,6 +48,10 @@ type Config struct {
 	// It must be https, or http with a loopback host (127.0.0.0/8, ::1,
 	// localhost), and carry no user info, query or fragment.
 	BaseURL *url.URL
+	// AllowHTTP accepts an http BaseURL whatever its host (the worker's
+	// GATEWAY_ALLOW_HTTP, for a sandbox on another host of a demo
+	// network). The keys and card data then cross that network in clear.
+	AllowHTTP bool
 	// APIKey is sent as "Authorization: Basic <APIKey>", as given (the gateway
 	// issues it ready to use; it is not base64-encoded here). XAPIKey is sent
 	// as "x-api-key". Both are required for an https BaseURL; a loopback
@@ -132,7 +136,7 @@ func New(cfg Config) (*Client, error) {
 	if u == nil {
 		return nil, errors.New("paymentoptions: base URL is required")
 	}
-	if err := gateway.CheckBaseURL(u); err != nil {
+	if err := gateway.CheckBaseURL(u); err != nil && !(cfg.AllowHTTP && errors.Is(err, gateway.ErrURLNotLoopback)) {
 		hint := ""
 		if errors.Is(err, gateway.ErrURLUserInfo) {
 			hint = "; the keys go in APIKey and XAPIKey"

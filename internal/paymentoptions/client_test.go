@@ -114,6 +114,32 @@ func TestNew(t *testing.T) {
 	}
 }
 
+// TestNewAllowHTTP: AllowHTTP lifts the loopback rule of http base URLs and
+// nothing else.
+func TestNewAllowHTTP(t *testing.T) {
+	tests := []struct {
+		base    string
+		wantErr string
+	}{
+		{"http://sandbox:8099/api/v1", ""},
+		{"http://10.0.0.1/api/v1", ""},
+		{"http://127.0.0.1:8099/api/v1", ""},
+		{"https://api-dev.paymentoptions.com/api/v1", ""},
+		{"ftp://sandbox/api/v1", "scheme must be https"},
+		{"http://user:pw@sandbox:8099/api/v1", "must not carry user info"},
+		{"http://sandbox:8099/api/v1?x=1", "query or fragment"},
+	}
+	for _, tt := range tests {
+		_, err := New(Config{BaseURL: mustURL(t, tt.base), AllowHTTP: true, APIKey: apiKey, XAPIKey: xAPIKey})
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("New(%s, AllowHTTP) error = %v, want nil", tt.base, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("New(%s, AllowHTTP) error = %v, want one containing %q", tt.base, err, tt.wantErr)
+		}
+	}
+}
+
 // recorded is one request a test server saw.
 type recorded struct {
 	method, path, rawPath string
