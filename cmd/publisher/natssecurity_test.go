@@ -262,3 +262,44 @@ func operatorRefused(t *testing.T, srv *natsconntest.Server, subject string, act
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestPublisherTLS: the publisher reaches a nats-server that requires TLS and
+// client certificates with --tls-ca, --tls-cert and --tls-key (or their
+// NATS_TLS_* variables), as the operator user; a CA that did not sign the
+// server's certificate fails naming NATS_TLS_CA, an unreadable password
+// file naming NATS_PASSWORD_FILE.
+func TestPublisherTLS(t *testing.T) {
+	ca := natsconntest.NewCA(t, "payworker test CA")
+	srv := natsconntest.Start(t, natsconntest.Options{TLS: &natsconntest.ServerTLS{CA: ca, Cert: ca.Server(t, "nats"), Verify: true}})
+	op := ca.Client(t, "operator")
+	ctx := testContext(t)
+	p := &securedPublisher{srv: srv, env: map[string]string{
+		"NATS_URL": srv.URL, "NATS_USER": "operator", "NATS_PASSWORD_FILE": srv.PasswordFile(t, "operator"), "NATS_TLS_CA": ca.File,
+	}}
+	if out, errOut, err := p.run(ctx, t, "provision", "--tls-cert", op.Cert, "--tls-key", op.Key); err != nil {
+		t.Fatalf("provision over TLS = %v\n%s%s", err, out, errOut)
+	}
+	for _, v := range srv.Violations() {
+		t.Errorf("nats-server refused a subject provision uses: %s", v)
+	}
+
+	other := natsconntest.NewCA(t, "another CA")
+	p.env["NATS_TLS_CA"], p.env["NATS_TLS_CERT"], p.env["NATS_TLS_KEY"] = other.File, op.Cert, op.Key
+	_, _, err := p.run(ctx, t, "provision")
+	if want := "NATS_TLS_CA: the server's certificate is not signed by a CA in " + other.File; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("provision with another CA = %v, want it to say %q", err, want)
+	}
+
+	p.env["NATS_TLS_CA"] = ca.File
+	p.env["NATS_PASSWORD_FILE"] = filepath.Join(t.TempDir(), "missing")
+	_, _, err = p.run(ctx, t, "provision")
+	if want := "NATS_PASSWORD_FILE (--password-file): open "; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("provision with a missing password file = %v, want it to say %q", err, want)
+	}
+	p.env["NATS_PASSWORD_FILE"] = srv.PasswordFile(t, "operator")
+	delete(p.env, "NATS_TLS_KEY")
+	_, _, err = p.run(ctx, t, "provision")
+	if want := "NATS_TLS_KEY (--tls-key): required with NATS_TLS_CERT"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("provision with a certificate and no key = %v, want it to say %q", err, want)
+	}
+}

@@ -329,3 +329,137 @@ func TestNATSLoginRefused(t *testing.T) {
 		t.Errorf("the password appears in the error or the log:\n%s", out)
 	}
 }
+
+// startTLSRun starts the worker against srv with extra settings and waits
+// until run returns or it is ready; it returns run's error (nil when ready).
+func startTLSRun(t *testing.T, e env) (*running, error) {
+	t.Helper()
+	w := startRun(t, e)
+	base := "http://" + e["HTTP_ADDR"]
+	var err error
+	poll(t, 30*time.Second, "ready or exited", func() (bool, string) {
+		var done bool
+		if err, done = w.exited(); done {
+			return true, ""
+		}
+		code, body := get(base + "/readyz")
+		return code == 200, body
+	})
+	return w, err
+}
+
+// TestNATSTLS runs the worker against a nats-server that requires TLS and
+// verifies client certificates (verify: true), with a CA and certificates
+// made in the test, as the payworker user: a capture gets its succeeded
+// event. A CA that did not sign the server's certificate, or no client
+// certificate, stops the worker at start with an error that names the
+// variable to fix.
+func TestNATSTLS(t *testing.T) {
+	ca := natsconntest.NewCA(t, "payworker test CA")
+	srv := natsconntest.Start(t, natsconntest.Options{TLS: &natsconntest.ServerTLS{CA: ca, Cert: ca.Server(t, "nats"), Verify: true}})
+	if !strings.HasPrefix(srv.URL, "tls://") {
+		t.Fatalf("server URL %s, want tls://", srv.URL)
+	}
+	worker, shop := ca.Client(t, "payworker"), ca.Client(t, "orderservice")
+
+	t.Run("trusted", func(t *testing.T) {
+		e := securedEnv(t, srv)
+		e["NATS_TLS_CA"], e["NATS_TLS_CERT"], e["NATS_TLS_KEY"] = ca.File, worker.Cert, worker.Key
+		if _, err := startTLSRun(t, e); err != nil {
+			t.Fatalf("run over TLS = %v", err)
+		}
+		_, js := roleConn(t, srv, "orderservice", natsconn.Settings{TLSCA: ca.File, TLSCert: shop.Cert, TLSKey: shop.Key})
+		c := client.New(js)
+		t.Cleanup(func() { c.Close() })
+		if res := captureAsOrderService(t, c, e["SANDBOX_ADDR"], "tls-1"); !res.OK() {
+			t.Errorf("capture over TLS = %s, want succeeded", res)
+		}
+		noViolations(t, srv)
+	})
+
+	other := natsconntest.NewCA(t, "another CA")
+	for _, tc := range []struct {
+		name string
+		set  env
+		// want are the parts of run's error.
+		want []string
+	}{
+		{"wrong CA", env{"NATS_TLS_CA": other.File, "NATS_TLS_CERT": worker.Cert, "NATS_TLS_KEY": worker.Key},
+			[]string{"NATS_TLS_CA: the server's certificate is not signed by a CA in " + other.File, "certificate signed by unknown authority"}},
+		{"system roots", env{},
+			[]string{"NATS_TLS_CA: the server's certificate is not signed by a CA this system trusts; set NATS_TLS_CA"}},
+		{"no client certificate", env{"NATS_TLS_CA": ca.File},
+			[]string{"NATS_TLS_CERT: the server wants a client certificate; set NATS_TLS_CERT and NATS_TLS_KEY"}},
+		{"client certificate of another CA", env{"NATS_TLS_CA": ca.File, "NATS_TLS_CERT": other.Client(t, "x").Cert, "NATS_TLS_KEY": other.Client(t, "y").Key},
+			[]string{"NATS_TLS_CERT: "}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := securedEnv(t, srv)
+			for k, v := range tc.set {
+				e[k] = v
+			}
+			_, err := startTLSRun(t, e)
+			if err == nil {
+				t.Fatalf("run = nil, want a TLS error")
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("run = %v\nwant it to say %q", err, want)
+				}
+			}
+			if strings.Contains(err.Error(), srv.Password("payworker")) {
+				t.Errorf("run's error shows the password: %v", err)
+			}
+		})
+	}
+}
+
+// TestNATSConfigErrors: NATS settings that cannot work stop the worker at
+// once, each naming its variable.
+func TestNATSConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	notPEM, notSeed, pw := file("ca.txt", "not a certificate"), file("seed.txt", "UABC not a seed"), file("pw", "secret\n")
+	missing := filepath.Join(dir, "missing.pem")
+	url := "nats://127.0.0.1:4222"
+	for _, tc := range []struct {
+		name string
+		e    env
+		want string
+	}{
+		{"certificate without key", env{"NATS_URL": url, "NATS_TLS_CERT": notPEM}, "NATS_TLS_KEY: required with NATS_TLS_CERT"},
+		{"key without certificate", env{"NATS_URL": url, "NATS_TLS_KEY": notPEM}, "NATS_TLS_CERT: required with NATS_TLS_KEY"},
+		{"CA unreadable", env{"NATS_URL": url, "NATS_TLS_CA": missing}, "NATS_TLS_CA: open " + missing},
+		{"CA not PEM", env{"NATS_URL": url, "NATS_TLS_CA": notPEM}, "NATS_TLS_CA: file " + notPEM + " holds no PEM certificate"},
+		{"key pair not PEM", env{"NATS_URL": url, "NATS_TLS_CERT": notPEM, "NATS_TLS_KEY": notPEM}, "NATS_TLS_CERT: " + notPEM + " with NATS_TLS_KEY"},
+		{"seed unreadable", env{"NATS_URL": url, "NATS_NKEY_SEED_FILE": missing}, "NATS_NKEY_SEED_FILE: open " + missing},
+		{"no seed", env{"NATS_URL": url, "NATS_NKEY_SEED_FILE": notSeed}, "NATS_NKEY_SEED_FILE: file " + notSeed + " holds no NKEY user seed"},
+		{"password file unreadable", env{"NATS_URL": url, "NATS_USER": "payworker", "NATS_PASSWORD_FILE": missing}, "NATS_PASSWORD_FILE: open " + missing},
+		{"user without password", env{"NATS_URL": url, "NATS_USER": "payworker"}, "NATS_PASSWORD_FILE: required with NATS_USER=payworker"},
+		{"password without user", env{"NATS_URL": url, "NATS_PASSWORD_FILE": pw}, "NATS_USER: required with a password"},
+		{"two logins", env{"NATS_URL": url, "NATS_USER": "payworker", "NATS_PASSWORD_FILE": pw, "NATS_CREDS": pw}, "NATS_CREDS: set only one of NATS_CREDS, NATS_USER"},
+		{"inbox prefix", env{"NATS_URL": url, "NATS_INBOX_PREFIX": "_INBOX.>"}, `NATS_INBOX_PREFIX: "_INBOX.>" is not a subject prefix`},
+		{"TLS with the embedded server", env{"NATS_TLS_CA": notPEM}, "NATS_TLS_CA: set, but NATS_URL is not"},
+		{"user with the embedded server", env{"NATS_USER": "payworker", "NATS_PASSWORD_FILE": pw}, "NATS_USER: set, but NATS_URL is not"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseConfig(nil, tc.e.get, os.ReadFile)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("parseConfig = %v\nwant it to say %q", err, tc.want)
+			}
+			var ve *VarError
+			if !errors.As(err, &ve) {
+				t.Errorf("parseConfig = %T, want a *VarError", err)
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Errorf("parseConfig's error shows the password: %v", err)
+			}
+		})
+	}
+}

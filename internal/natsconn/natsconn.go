@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -316,10 +317,10 @@ func Connect(s Settings, extra ...nats.Option) (*nats.Conn, error) {
 func (s Settings) Explain(err error) *ConnectError {
 	ce := &ConnectError{URL: RedactURL(s.URL), Err: err}
 	var (
-		unknownCA *x509.UnknownAuthorityError
+		unknownCA x509.UnknownAuthorityError
 		badHost   x509.HostnameError
 		invalid   x509.CertificateInvalidError
-		alert     tls.AlertError
+		op        *net.OpError
 	)
 	switch {
 	case errors.As(err, &unknownCA):
@@ -335,9 +336,11 @@ func (s Settings) Explain(err error) *ConnectError {
 	case errors.As(err, &invalid):
 		ce.Var = VarTLSCA
 		ce.Hint = "the server's certificate is not valid (expired, or not for a server)"
-	case errors.As(err, &alert) && (alert == 42 || alert == 116 || alert == 48):
-		// bad_certificate, certificate_required, unknown_ca: the server
-		// refused this client's certificate (or its absence).
+	case errors.As(err, &op) && op.Op == "remote error":
+		// A TLS alert from the server (crypto/tls has no exported type
+		// for it): after a handshake that verified the server, the
+		// server refused this client's certificate, or its absence
+		// (certificate required, bad certificate, unknown CA).
 		ce.Var = VarTLSCert
 		if s.TLSCert == "" {
 			ce.Hint = "the server wants a client certificate; set NATS_TLS_CERT and NATS_TLS_KEY"
