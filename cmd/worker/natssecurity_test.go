@@ -463,3 +463,47 @@ func TestNATSConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestNATSPasswordRotated: the password of the payworker user changes on
+// the server (its variable, then a configuration reload). The server
+// disconnects the worker, refuses its old password on reconnect, and the
+// worker logs why, naming NATS_USER and never the password, and exits; run
+// again with the new password file, it works.
+func TestNATSPasswordRotated(t *testing.T) {
+	srv := natsconntest.Start(t, natsconntest.Options{})
+	e := securedEnv(t, srv)
+	old := srv.Password("payworker")
+	w := startRun(t, e)
+	w.waitReady(t)
+
+	const rotated = "pwRotated0123456789"
+	t.Setenv("PAYWORKER_NATS_PASSWORD", rotated)
+	if err := srv.Server.Reload(); err != nil {
+		t.Fatalf("reload nats-server: %v", err)
+	}
+	var err error
+	poll(t, 30*time.Second, "the worker to exit", func() (bool, string) {
+		var done bool
+		err, done = w.exited()
+		return done, ""
+	})
+	if err == nil {
+		t.Errorf("run = nil after its password was refused, want an error (exit status 1)")
+	}
+	log := w.stderr.String()
+	if want := `"msg":"NATS refused the worker: the server refused user \"payworker\" with the password given (NATS_PASSWORD_FILE)"`; !strings.Contains(log, want) ||
+		!strings.Contains(log, `"variable":"NATS_USER"`) {
+		t.Errorf("the worker's log does not say %s with variable NATS_USER:\n%s", want, log)
+	}
+	if strings.Contains(log, old) || strings.Contains(log, rotated) {
+		t.Errorf("the worker logged a password:\n%s", log)
+	}
+
+	pw := filepath.Join(t.TempDir(), "rotated")
+	if err := os.WriteFile(pw, []byte(rotated+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e2 := securedEnv(t, srv)
+	e2["NATS_PASSWORD_FILE"] = pw
+	startRun(t, e2).waitReady(t)
+}
