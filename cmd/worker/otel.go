@@ -62,7 +62,7 @@ func setupTracing(ctx context.Context, getenv func(string) string) (tp trace.Tra
 	if err != nil {
 		return nil, none, usageError{fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES: %w", err)}
 	}
-	p := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	p := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp, tracing.BatchOptions(getenv)...), sdktrace.WithResource(res))
 	return p, p.Shutdown, nil
 }
 

@@ -46,7 +46,9 @@ func GatewayCall(ctx context.Context, gateway, operation string) context.Context
 // A span carries http.request.method, url.full, server.address,
 // server.port, network.protocol.version and http.response.status_code
 // (error.type and an error status for no answer or a status of 400 or
-// more), and the gateway and operation of GatewayCall. It records no
+// more), and the gateway and operation of GatewayCall. A request whose
+// context's span is not recording (a command not sampled) gets no span
+// and costs nothing more than the pool's own work. It records no
 // header (the API keys and tokens travel in headers) and no body (the card
 // data travels in bodies); url.full loses any query, fragment or user info
 // (the adapters' URLs have none: gateway.CheckBaseURL refuses them, and
@@ -62,11 +64,20 @@ func Transport(tp trace.TracerProvider, base http.RoundTripper) http.RoundTrippe
 		return base
 	}
 	return otelhttp.NewTransport(labeler{base},
+		otelhttp.WithFilter(recording),
 		otelhttp.WithTracerProvider(tp),
 		otelhttp.WithMeterProvider(metricnoop.NewMeterProvider()),
 		otelhttp.WithPropagators(propagation.NewCompositeTextMapPropagator()),
 		otelhttp.WithSpanNameFormatter(spanName),
 	)
+}
+
+// recording is otelhttp's filter: a request made for a command whose span
+// is not recording (not sampled, with the standard parent-based samplers)
+// goes straight to the pool, without the span, attributes and metric
+// attributes otelhttp would compute for a span that records nothing.
+func recording(r *http.Request) bool {
+	return trace.SpanFromContext(r.Context()).IsRecording()
 }
 
 // spanName is "gateway <operation>" for a request of a GatewayCall, the

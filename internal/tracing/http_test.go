@@ -37,8 +37,8 @@ func TestGatewayCallOffAllocatesNothing(t *testing.T) {
 	}
 }
 
-// TestTransportSpans: with the SDK, each request is one CLIENT span, child
-// of the request context's span, named for its GatewayCall (the method
+// TestTransportSpans: with the SDK, each request made for a recording span
+// is one CLIENT span, child of it, named for its GatewayCall (the method
 // without one), with the method, a url.full without query, fragment or
 // user info, the status, and the call's names; the request reaches the
 // server as sent (query included) but without trace context headers.
@@ -68,6 +68,23 @@ func TestTransportSpans(t *testing.T) {
 		{GatewayCall(ctx, "sibs", "status"), "GET", srv.URL + "/status?api_key=s3cr3t#frag", "gateway status", srv.URL + "/status", "status"},
 		{ctx, "POST", strings.Replace(srv.URL, "://", "://user:pw@", 1) + "/token?client_secret=s3cr3t", "POST", srv.URL + "/token", ""},
 	}
+	// Requests without a recording span (no command's, or one not
+	// sampled) are sent without a span of their own.
+	unsampled := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()), sdktrace.WithSpanProcessor(rec))
+	uctx, _ := unsampled.Tracer("test").Start(context.Background(), "process")
+	for _, ctx := range []context.Context{context.Background(), GatewayCall(uctx, "paymentoptions", "capture")} {
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/quiet", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	if n := len(rec.Ended()); n != 0 || len(gotQuery) != 2 {
+		t.Fatalf("%d spans for %d requests without a recording span, want the requests sent and no span", n, len(gotQuery))
+	}
+	gotQuery, gotTraceparent = nil, nil
+
 	for _, st := range steps {
 		req, err := http.NewRequestWithContext(st.ctx, st.method, st.url, nil)
 		if err != nil {

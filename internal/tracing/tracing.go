@@ -21,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // The W3C Trace Context header names, as written on NATS (lower case, as
@@ -39,18 +40,36 @@ type Carrier nats.Header
 
 // Get returns the first value of key in either spelling.
 func (c Carrier) Get(key string) string {
-	for _, k := range []string{strings.ToLower(key), textproto.CanonicalMIMEHeaderKey(key)} {
-		if v := c[k]; len(v) > 0 {
-			return v[0]
-		}
+	var canonical string
+	switch key {
+	case HeaderTraceparent: // what the propagator asks, without a new string a call
+		canonical = "Traceparent"
+	case HeaderTracestate:
+		canonical = "Tracestate"
+	default:
+		key, canonical = strings.ToLower(key), textproto.CanonicalMIMEHeaderKey(key)
+	}
+	if v := c[key]; len(v) > 0 {
+		return v[0]
+	}
+	if v := c[canonical]; len(v) > 0 {
+		return v[0]
 	}
 	return ""
 }
 
 // Set replaces key's values with value, under the lower-case name.
 func (c Carrier) Set(key, value string) {
-	delete(c, textproto.CanonicalMIMEHeaderKey(key))
-	c[strings.ToLower(key)] = []string{value}
+	switch key {
+	case HeaderTraceparent: // what the propagator sets, without a new string a call
+		delete(c, "Traceparent")
+	case HeaderTracestate:
+		delete(c, "Tracestate")
+	default:
+		delete(c, textproto.CanonicalMIMEHeaderKey(key))
+		key = strings.ToLower(key)
+	}
+	c[key] = []string{value}
 }
 
 // Keys lists the header names.
@@ -80,16 +99,19 @@ func Start(ctx context.Context, hdr nats.Header) context.Context {
 
 // Consume starts the handling of a message with headers hdr: with a tracer
 // of the OpenTelemetry SDK, a span of kind CONSUMER, child of the span that
-// hdr's traceparent names (a root span without one); with a no-op tracer, no
-// span but a span context of its own all the same (Start). The caller ends
-// the span.
+// hdr's traceparent names (a root span without one), with attrs and the
+// messaging attributes; with a no-op tracer, no span but a span context of
+// its own all the same (Start), and nothing allocated for attrs. The
+// caller ends the span.
 func Consume(ctx context.Context, tracer trace.Tracer, hdr nats.Header, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
-	pctx := propagator.Extract(ctx, Carrier(hdr))
-	parent := trace.SpanContextFromContext(pctx)
-	attrs = append(attrs, attribute.String("messaging.system", "nats"), attribute.String("messaging.operation.type", "process"))
-	sctx, span := tracer.Start(pctx, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
-	if sc := span.SpanContext(); sc.IsValid() && sc.SpanID() != parent.SpanID() {
-		return sctx, span
+	if _, off := tracer.(noop.Tracer); !off {
+		pctx := propagator.Extract(ctx, Carrier(hdr))
+		all := make([]attribute.KeyValue, 0, len(attrs)+2)
+		all = append(append(all, attrs...), attribute.String("messaging.system", "nats"), attribute.String("messaging.operation.type", "process"))
+		sctx, span := tracer.Start(pctx, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(all...))
+		if sc := span.SpanContext(); sc.IsValid() && sc.SpanID() != trace.SpanContextFromContext(pctx).SpanID() {
+			return sctx, span
+		}
 	}
 	ctx = Start(ctx, hdr)
 	return ctx, trace.SpanFromContext(ctx)
@@ -104,9 +126,24 @@ func Inject(ctx context.Context, hdr nats.Header) {
 // Attributes are the CloudEvents distributed-tracing extension attributes
 // of ctx's span context: traceparent and tracestate, empty without one.
 func Attributes(ctx context.Context) (traceparent, tracestate string) {
-	hdr := nats.Header{}
-	Inject(ctx, hdr)
-	return hdr.Get(HeaderTraceparent), hdr.Get(HeaderTracestate)
+	var p pair
+	propagator.Inject(ctx, &p)
+	return p.traceparent, p.tracestate
+}
+
+// pair is a TextMapCarrier of the two trace context values alone: Attributes
+// writes no header map to read them back.
+type pair struct{ traceparent, tracestate string }
+
+func (p *pair) Get(string) string { return "" }
+func (p *pair) Keys() []string    { return nil }
+func (p *pair) Set(key, value string) {
+	switch key {
+	case HeaderTraceparent:
+		p.traceparent = value
+	case HeaderTracestate:
+		p.tracestate = value
+	}
 }
 
 // LogArgs are the trace_id and span_id attributes of ctx's span context
