@@ -289,6 +289,19 @@ func TestNATSNKeys(t *testing.T) {
 		t.Errorf("capture = %s, want succeeded", res)
 	}
 	noViolations(t, srv)
+
+	// A seed the server does not know stops a worker at start, naming
+	// NATS_NKEY_SEED_FILE and not the seed.
+	unknown := natsconntest.NewSeedFile(t)
+	e2 := securedEnv(t, srv)
+	delete(e2, "NATS_USER")
+	delete(e2, "NATS_PASSWORD_FILE")
+	e2["NATS_NKEY_SEED_FILE"] = unknown
+	if _, err := runUntilReady(t, e2); err == nil || !strings.Contains(err.Error(), "NATS_NKEY_SEED_FILE: the server refused the NKEY of the seed in "+unknown) ||
+		strings.Contains(err.Error(), seedOf(t, unknown)) {
+		t.Errorf("run with an unknown seed = %v, want an error naming NATS_NKEY_SEED_FILE without the seed", err)
+	}
+
 	if log := w.stderr.String(); strings.Contains(log, srv.Password("payworker")) || strings.Contains(log, "SU") && strings.Contains(log, seedOf(t, e["NATS_NKEY_SEED_FILE"])) {
 		t.Errorf("the worker logged its seed:\n%s", log)
 	}
@@ -330,9 +343,9 @@ func TestNATSLoginRefused(t *testing.T) {
 	}
 }
 
-// startTLSRun starts the worker against srv with extra settings and waits
+// runUntilReady starts the worker with e and waits
 // until run returns or it is ready; it returns run's error (nil when ready).
-func startTLSRun(t *testing.T, e env) (*running, error) {
+func runUntilReady(t *testing.T, e env) (*running, error) {
 	t.Helper()
 	w := startRun(t, e)
 	base := "http://" + e["HTTP_ADDR"]
@@ -365,7 +378,7 @@ func TestNATSTLS(t *testing.T) {
 	t.Run("trusted", func(t *testing.T) {
 		e := securedEnv(t, srv)
 		e["NATS_TLS_CA"], e["NATS_TLS_CERT"], e["NATS_TLS_KEY"] = ca.File, worker.Cert, worker.Key
-		if _, err := startTLSRun(t, e); err != nil {
+		if _, err := runUntilReady(t, e); err != nil {
 			t.Fatalf("run over TLS = %v", err)
 		}
 		_, js := roleConn(t, srv, "orderservice", natsconn.Settings{TLSCA: ca.File, TLSCert: shop.Cert, TLSKey: shop.Key})
@@ -398,7 +411,7 @@ func TestNATSTLS(t *testing.T) {
 			for k, v := range tc.set {
 				e[k] = v
 			}
-			_, err := startTLSRun(t, e)
+			_, err := runUntilReady(t, e)
 			if err == nil {
 				t.Fatalf("run = nil, want a TLS error")
 			}

@@ -167,6 +167,23 @@ func (s *Server) SeedFile(t testing.TB, role string) string {
 	return p
 }
 
+// NewSeedFile writes the seed of a new NKEY user, which no server knows, to a
+// file and returns its path.
+func NewSeedFile(t testing.TB) string {
+	t.Helper()
+	kp, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, err := kp.Seed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "unknown.nk")
+	write(t, p, append(seed, '\n'))
+	return p
+}
+
 // Violations returns the permission violations the server has logged so
 // far: each names the user and the subject it was refused.
 func (s *Server) Violations() []string { return s.log.violations() }
