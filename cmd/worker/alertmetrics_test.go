@@ -433,3 +433,85 @@ func carried(exposed exposition, selector, label string) bool {
 	}
 	return false
 }
+
+// TestDashboardShape checks what Grafana needs of the dashboard to import
+// and provision it as it is: a schema version, a uid, every panel on the
+// DS_PROMETHEUS data source variable (so it follows whichever Prometheus is
+// chosen), unique panel ids, and panels inside the 24-column grid that do
+// not overlap.
+func TestDashboardShape(t *testing.T) {
+	b, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type gridPos struct{ H, W, X, Y int }
+	type datasource struct{ Type, UID string }
+	type panel struct {
+		ID         int
+		Title      string
+		Type       string
+		GridPos    gridPos
+		Datasource *datasource
+		Panels     []json.RawMessage
+		Targets    []struct{ Datasource *datasource }
+	}
+	var d struct {
+		UID           string
+		Title         string
+		SchemaVersion int
+		Panels        []panel
+		Templating    struct {
+			List []struct {
+				Name, Type string
+				Query      json.RawMessage
+			}
+		}
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.UID == "" || d.Title == "" || d.SchemaVersion < 36 {
+		t.Errorf("uid %q, title %q, schemaVersion %d; want a uid, a title and schemaVersion ≥ 36", d.UID, d.Title, d.SchemaVersion)
+	}
+	hasDS := false
+	for _, v := range d.Templating.List {
+		hasDS = hasDS || v.Name == "DS_PROMETHEUS" && v.Type == "datasource" && string(v.Query) == `"prometheus"`
+	}
+	if !hasDS {
+		t.Errorf("no DS_PROMETHEUS variable of type datasource for prometheus")
+	}
+	const dsUID = "${DS_PROMETHEUS}"
+	ids := map[int]string{}
+	var placed []panel
+	for _, p := range d.Panels {
+		if other, dup := ids[p.ID]; dup || p.ID <= 0 {
+			t.Errorf("panel %q has id %d, as %q", p.Title, p.ID, other)
+		}
+		ids[p.ID] = p.Title
+		g := p.GridPos
+		if g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 || g.Y < 0 {
+			t.Errorf("panel %q at %+v is outside the 24-column grid", p.Title, g)
+		}
+		for _, q := range placed {
+			o := q.GridPos
+			if g.X < o.X+o.W && o.X < g.X+g.W && g.Y < o.Y+o.H && o.Y < g.Y+g.H {
+				t.Errorf("panels %q %+v and %q %+v overlap", p.Title, g, q.Title, o)
+			}
+		}
+		placed = append(placed, p)
+		if p.Type == "row" {
+			if len(p.Panels) > 0 {
+				t.Errorf("row %q is collapsed (holds its panels): keep rows open so every panel is checked here", p.Title)
+			}
+			continue
+		}
+		if p.Datasource == nil || p.Datasource.Type != "prometheus" || p.Datasource.UID != dsUID {
+			t.Errorf("panel %q data source %+v, want prometheus %s", p.Title, p.Datasource, dsUID)
+		}
+		for i, tg := range p.Targets {
+			if tg.Datasource == nil || tg.Datasource.UID != dsUID {
+				t.Errorf("panel %q target %d data source %+v, want %s", p.Title, i, tg.Datasource, dsUID)
+			}
+		}
+	}
+}
