@@ -94,3 +94,21 @@ func natsErrorLogger(s natsconn.Settings, log *slog.Logger) nats.ErrHandler {
 		}
 	}
 }
+
+// natsConnected describes a new connection for the log: where, as whom (the
+// kind of login and the user, never a secret), over TLS or not, and the
+// reply prefix the role's permissions must allow.
+func natsConnected(nc *nats.Conn, s natsconn.Settings) []any {
+	login := "none"
+	switch {
+	case s.Creds != "":
+		login = "creds " + s.Creds
+	case s.NKeySeedFile != "":
+		login = "nkey seed " + s.NKeySeedFile
+	case s.User != "":
+		login = "user " + s.User
+	}
+	_, tlsErr := nc.TLSConnectionState()
+	return []any{slog.String("url", nc.ConnectedUrlRedacted()), slog.String("login", login),
+		slog.Bool("tls", tlsErr == nil), slog.String("inbox_prefix", s.InboxPrefix)}
+}

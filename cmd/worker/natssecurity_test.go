@@ -16,6 +16,7 @@ import (
 	"github.com/payworker/payworker/client"
 	"github.com/payworker/payworker/internal/natsconn"
 	"github.com/payworker/payworker/internal/natsconn/natsconntest"
+	"github.com/payworker/payworker/internal/testenv"
 )
 
 // roleConn connects to srv as role with deploy/nats's credentials, using
@@ -519,4 +520,27 @@ func TestNATSPasswordRotated(t *testing.T) {
 	e2 := securedEnv(t, srv)
 	e2["NATS_PASSWORD_FILE"] = pw
 	startRun(t, e2).waitReady(t)
+}
+
+// TestNATSPermissionsWithRedis: with REDIS_URL the worker keeps its keys in
+// Redis and registers merchants in the payworker_scopes bucket; a capture
+// under the payworker user's permissions is refused nothing, and the worker
+// logs how it connected.
+func TestNATSPermissionsWithRedis(t *testing.T) {
+	srv := natsconntest.Start(t, natsconntest.Options{})
+	e := securedEnv(t, srv)
+	e["REDIS_URL"] = testenv.StartRedis(t).URL
+	w := startRun(t, e)
+	w.waitReady(t)
+	_, js := roleConn(t, srv, "orderservice", natsconn.Settings{})
+	c := client.New(js)
+	t.Cleanup(func() { c.Close() })
+	if res := captureAsOrderService(t, c, e["SANDBOX_ADDR"], "redis-1"); !res.OK() {
+		t.Errorf("capture = %s, want succeeded", res)
+	}
+	time.Sleep(probeInterval + time.Second)
+	noViolations(t, srv)
+	if want := `"msg":"NATS connected","worker_id":"secured","url":"` + srv.URL + `","login":"user payworker","tls":false,"inbox_prefix":"_INBOX_payworker"`; !strings.Contains(w.stderr.String(), want) {
+		t.Errorf("the worker's log lacks %s:\n%s", want, w.stderr.String())
+	}
 }

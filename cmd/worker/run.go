@@ -157,6 +157,7 @@ func (a *app) start(ctx context.Context) error {
 		return err
 	}
 	a.nc = nc
+	log.Info("NATS connected", natsConnected(nc, conn)...)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
