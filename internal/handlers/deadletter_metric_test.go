@@ -109,4 +109,23 @@ func TestDeadLetterCountedByReason(t *testing.T) {
 	if ours != 1 || total != 1 {
 		t.Errorf("payworker_dead_letters_total{type=capture,reason=%s} = %v (all reasons %v), want 1 (1)", reason, ours, total)
 	}
+	// Each store call of the handler is timed: the claim at least.
+	var claims uint64
+	for _, f := range families {
+		if f.GetName() != "payworker_idempotency_store_duration_seconds" {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range s.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["operation"] == "claim" && labels["result"] == "ok" {
+				claims = s.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	if claims != 1 {
+		t.Errorf("payworker_idempotency_store_duration_seconds{operation=claim,result=ok} count = %d, want 1", claims)
+	}
 }

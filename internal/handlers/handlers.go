@@ -47,6 +47,10 @@ type Observer interface {
 	// DeadLettered is a command dead-lettered, with its reason
 	// (outcome_unknown, gateway_unavailable, retries_exhausted).
 	DeadLettered(typ, reason string)
+	// StoreCall is one call of the idempotency store (claim, renew,
+	// complete, release) and how long it took; failed says it returned an
+	// error (a fenced write included).
+	StoreCall(operation string, d time.Duration, failed bool)
 }
 
 // Retry bounds the gateway attempts of one command: exponential backoff with
@@ -163,6 +167,7 @@ func New(cfg Config) *Handler {
 	if cfg.Source == "" {
 		cfg.Source = "urn:payworker:worker"
 	}
+	cfg.Store = timedStore{Store: cfg.Store, obs: cfg.Observer}
 	return &Handler{cfg: cfg, log: cfg.Logger, obs: cfg.Observer}
 }
 
@@ -189,3 +194,38 @@ func (nopObserver) Claim(string)                                         {}
 func (nopObserver) Reconciled(string, string)                            {}
 func (nopObserver) EventPublished(string)                                {}
 func (nopObserver) DeadLettered(string, string)                          {}
+func (nopObserver) StoreCall(string, time.Duration, bool)                {}
+
+// timedStore reports each call of the store to an Observer.
+type timedStore struct {
+	Store
+	obs Observer
+}
+
+func (s timedStore) Claim(ctx context.Context, req idempotency.ClaimRequest) (idempotency.Claim, error) {
+	start := time.Now()
+	c, err := s.Store.Claim(ctx, req)
+	s.obs.StoreCall("claim", time.Since(start), err != nil)
+	return c, err
+}
+
+func (s timedStore) Renew(ctx context.Context, scope, key, txn string, token int64, lease time.Duration) error {
+	start := time.Now()
+	err := s.Store.Renew(ctx, scope, key, txn, token, lease)
+	s.obs.StoreCall("renew", time.Since(start), err != nil)
+	return err
+}
+
+func (s timedStore) Complete(ctx context.Context, scope, key, txn string, token int64, out idempotency.Outcome) error {
+	start := time.Now()
+	err := s.Store.Complete(ctx, scope, key, txn, token, out)
+	s.obs.StoreCall("complete", time.Since(start), err != nil)
+	return err
+}
+
+func (s timedStore) Release(ctx context.Context, scope, key, txn string, token int64, uncertain bool) error {
+	start := time.Now()
+	err := s.Store.Release(ctx, scope, key, txn, token, uncertain)
+	s.obs.StoreCall("release", time.Since(start), err != nil)
+	return err
+}

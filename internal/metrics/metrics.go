@@ -64,6 +64,7 @@ type Metrics struct {
 	storeUp         prometheus.Gauge
 	pending         prometheus.Gauge
 	ackPending      prometheus.Gauge
+	storeDuration   *prometheus.HistogramVec
 }
 
 // New creates the worker's collectors and registers them on reg, with the Go
@@ -126,10 +127,15 @@ func New(reg *prometheus.Registry) *Metrics {
 			Name: "payworker_consumer_ack_pending",
 			Help: "Commands delivered by the shared consumer and not yet acknowledged (its num_ack_pending), at the last poll.",
 		}),
+		storeDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "payworker_idempotency_store_duration_seconds",
+			Help:    "Duration of one idempotency store call, by operation (claim, renew, complete, release) and result (ok, error).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"operation", "result"}),
 	}
 	reg.MustRegister(m.commands, m.commandDuration, m.inFlight, m.gatewayDuration,
 		m.gatewayRetries, m.claims, m.reconciliations, m.events, m.deadLetters, m.ready, m.storeUp,
-		m.pending, m.ackPending)
+		m.pending, m.ackPending, m.storeDuration)
 	for _, c := range []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -150,6 +156,9 @@ func New(reg *prometheus.Registry) *Metrics {
 	}
 	for _, r := range claimResults {
 		m.claims.WithLabelValues(r)
+	}
+	for _, op := range []string{"claim", "complete"} {
+		m.storeDuration.WithLabelValues(op, "ok")
 	}
 	for _, typ := range commandTypes {
 		for _, r := range deadLetterReasons {
@@ -219,6 +228,15 @@ func (m *Metrics) DeadLettered(typ, reason string) {
 		reason = "other"
 	}
 	m.deadLetters.WithLabelValues(commandType(typ), reason).Inc()
+}
+
+// StoreCall records one idempotency store call and its duration.
+func (m *Metrics) StoreCall(operation string, d time.Duration, failed bool) {
+	result := "ok"
+	if failed {
+		result = "error"
+	}
+	m.storeDuration.WithLabelValues(operation, result).Observe(d.Seconds())
 }
 
 // SetReady records the verdict of a readiness check.

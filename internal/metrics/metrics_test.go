@@ -243,3 +243,55 @@ func TestStateGaugesAndDeadLetters(t *testing.T) {
 		t.Errorf("dead letter series = %d, want %d", got, want)
 	}
 }
+
+func TestStoreCallDurations(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	m.StoreCall("claim", 2*time.Millisecond, false)
+	m.StoreCall("claim", 30*time.Millisecond, false)
+	m.StoreCall("complete", time.Second, true)
+
+	want := map[string]struct {
+		count uint64
+		sum   float64
+	}{
+		"claim ok":       {2, 0.032},
+		"complete error": {1, 1},
+		"complete ok":    {0, 0},
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]struct {
+		count uint64
+		sum   float64
+	}{}
+	for _, mf := range mfs {
+		if mf.GetName() != "payworker_idempotency_store_duration_seconds" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			var op, result string
+			for _, l := range s.GetLabel() {
+				switch l.GetName() {
+				case "operation":
+					op = l.GetValue()
+				case "result":
+					result = l.GetValue()
+				}
+			}
+			h := s.GetHistogram()
+			got[op+" "+result] = struct {
+				count uint64
+				sum   float64
+			}{h.GetSampleCount(), h.GetSampleSum()}
+		}
+	}
+	for k, w := range want {
+		g, ok := got[k]
+		if !ok || g.count != w.count || g.sum < w.sum-1e-9 || g.sum > w.sum+1e-9 {
+			t.Errorf("store duration %s = %+v (present %v), want %+v", k, g, ok, w)
+		}
+	}
+}
