@@ -178,12 +178,21 @@ func TestNATSPermissions(t *testing.T) {
 	onc, ojs := roleConn(t, srv, "orderservice", natsconn.Settings{})
 	shop := client.New(ojs)
 	t.Cleanup(func() { shop.Close() })
-	res := captureAsOrderService(t, shop, e["SANDBOX_ADDR"], "sec-1")
-	if !res.OK() {
-		t.Fatalf("capture = %s, want succeeded", res)
-	}
-	if ev := client.EventOf(res); ev.Type != "payments.capture.succeeded" {
-		t.Errorf("capture's event type %s, want payments.capture.succeeded", ev.Type)
+	auth := authoriseOverHTTP(t, e["SANDBOX_ADDR"], "M0001", 1000, "JPY")
+	cmd := client.Capture{CommandID: "sec-1", MerchantID: "M0001", TransactionID: auth, Amount: 1000, Currency: "JPY"}
+	for i := range 2 {
+		// The second time the publication is a duplicate, and the client
+		// reads the commands stream's duplicate window to look for the
+		// outcome.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		res, err := shop.Do(ctx, cmd)
+		cancel()
+		if err != nil {
+			t.Fatalf("order service capture (publication %d): %v", i+1, err)
+		}
+		if ev := client.EventOf(res); !res.OK() || ev.Type != "payments.capture.succeeded" {
+			t.Errorf("capture (publication %d) = %s, event type %s, want payments.capture.succeeded", i+1, res, ev.Type)
+		}
 	}
 	// A message the worker rejects: its copy goes to the DLQ.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
