@@ -144,7 +144,7 @@ func setFaults(t *testing.T, addr, faults string) {
 // TestPublisherAsOperator runs the publisher's subcommands as the operator
 // user of deploy/nats/permissions.conf against a worker process running as
 // payworker: provision, capture --wait, a dead letter replayed with --wait,
-// events, batch; no subject either uses is refused. Then the acts the
+// events, batch, demo; no subject either uses is refused. Then the acts the
 // operator must not do are refused: deleting or purging a stream,
 // publishing an event, pulling the workers' commands.
 func TestPublisherAsOperator(t *testing.T) {
@@ -198,6 +198,11 @@ func TestPublisherAsOperator(t *testing.T) {
 	out, errOut, err = p.run(ctx, t, "batch", "--file", file, "--type", "capture", "--quiet", "--wait=30s")
 	if err != nil {
 		t.Errorf("batch --wait as operator = %v\n%s%s", err, out, errOut)
+	}
+
+	out, errOut, err = p.run(ctx, t, "demo", "--sandbox-url", "http://"+sandboxAddr+"/api/v1")
+	if err != nil {
+		t.Errorf("demo as operator = %v\n%s%s", err, out, errOut)
 	}
 
 	for _, v := range srv.Violations() {
