@@ -105,9 +105,11 @@ const defaultInboxPrefix = "_INBOX_operator"
 // connFlags are the connection and stream flags every subcommand has.
 type connFlags struct {
 	conn natsconn.Settings
-	// passwordFile is --password-file (NATS_PASSWORD_FILE), read at connect:
-	// a password is never a flag, which any user could read in ps.
+	// passwordFile is --password-file (NATS_PASSWORD_FILE), read at connect;
+	// password is NATS_PASSWORD, as the worker reads it. A password is never
+	// a flag, which any user could read in ps.
 	passwordFile string
+	password     string
 	streams      streams.Config
 }
 
@@ -120,7 +122,8 @@ func (c *connFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&c.conn.TLSCert, "tls-cert", getenv("NATS_TLS_CERT"), "client certificate PEM `file` (env NATS_TLS_CERT)")
 	fs.StringVar(&c.conn.TLSKey, "tls-key", getenv("NATS_TLS_KEY"), "client key PEM `file` (env NATS_TLS_KEY)")
 	fs.StringVar(&c.conn.User, "user", getenv("NATS_USER"), "NATS `user`, with --password-file (env NATS_USER); operator in deploy/nats/permissions.conf")
-	fs.StringVar(&c.passwordFile, "password-file", getenv("NATS_PASSWORD_FILE"), "`file` holding the password of --user (env NATS_PASSWORD_FILE)")
+	fs.StringVar(&c.passwordFile, "password-file", getenv("NATS_PASSWORD_FILE"), "`file` holding the password of --user (env NATS_PASSWORD_FILE, or the password in NATS_PASSWORD)")
+	c.password = getenv("NATS_PASSWORD")
 	fs.StringVar(&c.conn.NKeySeedFile, "nkey-seed-file", getenv("NATS_NKEY_SEED_FILE"), "`file` holding a NATS NKEY user seed (env NATS_NKEY_SEED_FILE)")
 	fs.StringVar(&c.conn.InboxPrefix, "inbox-prefix", envOr(getenv, "NATS_INBOX_PREFIX", defaultInboxPrefix), "first `token` of reply subjects, which the role may subscribe to (env NATS_INBOX_PREFIX)")
 	fs.StringVar(&c.streams.Prefix, "stream-prefix", envOr(getenv, "STREAM_PREFIX", def.Prefix), "first subject `token` (env STREAM_PREFIX)")
@@ -134,7 +137,11 @@ func (c *connFlags) register(fs *flag.FlagSet, getenv func(string) string) {
 func (c *connFlags) connect(ctx context.Context, checkStreams bool) (client *publish.Client, closeFn func(), err error) {
 	c.conn.Name = "payworker-publisher"
 	c.conn.Timeout = 5 * time.Second
+	c.conn.Password = c.password
 	if c.passwordFile != "" {
+		if c.password != "" {
+			return nil, nil, usageErrorf("NATS_PASSWORD_FILE (--password-file): set either it or NATS_PASSWORD, not both")
+		}
 		b, err := os.ReadFile(c.passwordFile)
 		if err != nil {
 			return nil, nil, usageErrorf("NATS_PASSWORD_FILE (--password-file): %v", err)

@@ -303,7 +303,18 @@ func TestPublisherTLS(t *testing.T) {
 	if want := "NATS_PASSWORD_FILE (--password-file): open "; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("provision with a missing password file = %v, want it to say %q", err, want)
 	}
+	// The password itself in NATS_PASSWORD, as the worker takes it too.
+	delete(p.env, "NATS_PASSWORD_FILE")
+	p.env["NATS_PASSWORD"] = srv.Password("operator")
+	if out, errOut, err := p.run(ctx, t, "provision"); err != nil {
+		t.Errorf("provision with NATS_PASSWORD = %v\n%s%s", err, out, errOut)
+	}
 	p.env["NATS_PASSWORD_FILE"] = srv.PasswordFile(t, "operator")
+	_, _, err = p.run(ctx, t, "provision")
+	if want := "set either it or NATS_PASSWORD, not both"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("provision with NATS_PASSWORD and NATS_PASSWORD_FILE = %v, want it to say %q", err, want)
+	}
+	delete(p.env, "NATS_PASSWORD")
 	delete(p.env, "NATS_TLS_KEY")
 	_, _, err = p.run(ctx, t, "provision")
 	if want := "NATS_TLS_KEY (--tls-key): required with NATS_TLS_CERT"; err == nil || !strings.Contains(err.Error(), want) {
