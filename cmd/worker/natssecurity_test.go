@@ -243,6 +243,10 @@ func TestNATSPermissions(t *testing.T) {
 	refused(t, srv, "orderservice", "$JS.API.CONSUMER.DELETE.PAYMENT_COMMANDS.payworker", func(ctx context.Context) error {
 		return ojs.DeleteConsumer(ctx, "PAYMENT_COMMANDS", "payworker")
 	})
+	refused(t, srv, "orderservice", "$KV.payworker_idempotency.M0001.k", func(ctx context.Context) error {
+		_, err := ojs.Publish(ctx, "$KV.payworker_idempotency.M0001.k", []byte(`{}`))
+		return err
+	})
 	refused(t, srv, "orderservice", "$JS.API.CONSUMER.MSG.NEXT.PAYMENT_COMMANDS.payworker",
 		request(onc, "$JS.API.CONSUMER.MSG.NEXT.PAYMENT_COMMANDS.payworker", `{"batch":1,"expires":500000000}`))
 
