@@ -31,10 +31,10 @@ type tlsGateway struct {
 }
 
 // startTLSGateway serves sb over https, its certificate issued by ca for
-// 127.0.0.1. The token endpoint issues accessToken to a client
-// credentials request from clientID with clientSecret, and 401 to any
-// other.
-func startTLSGateway(t testing.TB, ca *testenv.CA, sb *sandbox.Sandbox, clientID, clientSecret, accessToken string) *tlsGateway {
+// 127.0.0.1. The token endpoint answers a client credentials request from
+// clientID with clientSecret with the access token issue(n) for its nth
+// token (from 1), and any other with 401.
+func startTLSGateway(t testing.TB, ca *testenv.CA, sb *sandbox.Sandbox, clientID, clientSecret string, issue func(n int64) string) *tlsGateway {
 	t.Helper()
 	g := &tlsGateway{sb: sb}
 	mux := http.NewServeMux()
@@ -50,9 +50,9 @@ func startTLSGateway(t testing.TB, ca *testenv.CA, sb *sandbox.Sandbox, clientID
 			_, _ = w.Write([]byte(`{"error":"invalid_client"}`))
 			return
 		}
-		g.tokens.Add(1)
+		token := issue(g.tokens.Add(1))
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": accessToken, "token_type": "Bearer", "expires_in": 3600})
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": token, "token_type": "Bearer", "expires_in": 3600})
 	})
 	mux.Handle("/", sb.Handler())
 	srv := httptest.NewUnstartedServer(mux)
@@ -72,7 +72,7 @@ func TestRunGatewayPrivateCA(t *testing.T) {
 	n := testenv.StartNATS(t)
 	ca := testenv.NewCA(t, "gateway-ca")
 	sb := sandbox.New(sandbox.Options{APIKey: "po-key", XAPIKey: "po-x-key", SIBSToken: "sibs-access", SIBSClientID: "sibs-client", Seed: 1})
-	g := startTLSGateway(t, ca, sb, "sibs-client", "sibs-secret", "sibs-access")
+	g := startTLSGateway(t, ca, sb, "sibs-client", "sibs-secret", func(int64) string { return "sibs-access" })
 	base := env{
 		"NATS_URL":                 n.URL,
 		"PAYMENTOPTIONS_BASE_URL":  g.URL + "/api/v1",
