@@ -559,3 +559,48 @@ func TestNATSPermissionsWithRedis(t *testing.T) {
 		t.Errorf("the worker's log lacks %s:\n%s", want, w.stderr.String())
 	}
 }
+
+// TestTLSEverywhere runs the worker with TLS on both of its connections, each
+// with a client certificate and a user of least privilege: NATS as the
+// payworker user of deploy/nats (verify: true), Redis as an ACL user on a
+// TLS-only redis-server. The order service's capture succeeds, and nothing
+// is refused.
+func TestTLSEverywhere(t *testing.T) {
+	natsCA := natsconntest.NewCA(t, "nats CA")
+	srv := natsconntest.Start(t, natsconntest.Options{TLS: &natsconntest.ServerTLS{CA: natsCA, Cert: natsCA.Server(t, "nats"), Verify: true}})
+	redisCA := testenv.NewCA(t, "redis CA")
+	const redisPassword = "redisPw0123456789"
+	r := testenv.StartRedisTLS(t, testenv.RedisTLSOptions{CA: redisCA, ClientCerts: true, User: "payworker", Password: redisPassword})
+	redisPW := filepath.Join(t.TempDir(), "redis-password")
+	if err := os.WriteFile(redisPW, []byte(redisPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wc := natsCA.Client(t, "payworker")
+	e := securedEnv(t, srv)
+	for k, v := range map[string]string{
+		"NATS_TLS_CA": natsCA.File, "NATS_TLS_CERT": wc.Cert, "NATS_TLS_KEY": wc.Key,
+		"REDIS_URL": r.URL, "REDIS_TLS_CA": redisCA.CertFile, "REDIS_TLS_CERT": r.ClientCert.CertFile, "REDIS_TLS_KEY": r.ClientCert.KeyFile,
+		"REDIS_USERNAME": "payworker", "REDIS_PASSWORD_FILE": redisPW,
+	} {
+		e[k] = v
+	}
+	w, err := runUntilReady(t, e)
+	if err != nil {
+		t.Fatalf("run with TLS to NATS and Redis = %v", err)
+	}
+	sc := natsCA.Client(t, "orderservice")
+	_, js := roleConn(t, srv, "orderservice", natsconn.Settings{TLSCA: natsCA.File, TLSCert: sc.Cert, TLSKey: sc.Key})
+	c := client.New(js)
+	t.Cleanup(func() { c.Close() })
+	if res := captureAsOrderService(t, c, e["SANDBOX_ADDR"], "tls-everywhere-1"); !res.OK() {
+		t.Errorf("capture = %s, want succeeded", res)
+	}
+	noViolations(t, srv)
+	log := w.stderr.String()
+	if !strings.Contains(log, `"login":"user payworker","tls":true`) || !strings.Contains(log, "idempotency keys in Redis") {
+		t.Errorf("the worker's log does not say NATS over TLS as payworker and keys in Redis:\n%s", log)
+	}
+	if strings.Contains(log, redisPassword) || strings.Contains(log, srv.Password("payworker")) {
+		t.Errorf("the worker logged a password:\n%s", log)
+	}
+}
