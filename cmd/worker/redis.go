@@ -265,6 +265,12 @@ func redisAccessError(cfg Config, err error) error {
 		// A TLS alert from the server: most often it wants a client
 		// certificate it can verify.
 		return fatal("REDIS_TLS_CERT", "the Redis server refused the TLS handshake (does it require a client certificate from its CA? set REDIS_TLS_CERT and REDIS_TLS_KEY): %v", err)
+	case (redis.IsAuthError(err) || strings.Contains(err.Error(), "called without any password configured")) &&
+		cfg.RedisMode == RedisSentinel && strings.Contains(err.Error(), "sentinels"):
+		if cfg.RedisURL.User != nil {
+			return fatal("REDIS_URL", "the sentinels refused the credentials of REDIS_URL's user info, which are theirs: %v", err)
+		}
+		return fatal("REDIS_PASSWORD", "the sentinels refused the credentials of user %q, which they share with the data nodes (REDIS_USERNAME, REDIS_PASSWORD or REDIS_PASSWORD_FILE; give the sentinels their own as REDIS_URL's user info): %v", user, err)
 	case redis.IsAuthError(err), strings.Contains(err.Error(), "called without any password configured"):
 		return fatal("REDIS_PASSWORD", "Redis refused the credentials of user %q (REDIS_USERNAME, REDIS_PASSWORD or REDIS_PASSWORD_FILE): %v", user, err)
 	case redis.IsPermissionError(err):

@@ -288,3 +288,61 @@ func TestRunRedisTLSRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestRunRedisTLSSentinel runs the worker with REDIS_MODE=sentinel on a
+// TLS-only master and sentinel that both require a client certificate and
+// the ACL user: with REDIS_USERNAME and REDIS_PASSWORD_FILE alone the
+// sentinel is asked with the same credentials, and a capture succeeds
+// once. With an empty user info in REDIS_URL (sentinels without
+// authentication) this sentinel refuses, and the worker stops at start
+// naming REDIS_URL's user info as the sentinels' credentials.
+func TestRunRedisTLSSentinel(t *testing.T) {
+	n := testenv.StartNATS(t)
+	ca := testenv.NewCA(t, "sentinel-ca")
+	const password = "sentinel-acl-pw-2b7d"
+	s := testenv.StartSentinelTLS(t, testenv.RedisTLSOptions{CA: ca, ClientCerts: true, User: "payworker", Password: password})
+	pwFile := writeFile(t, t.TempDir(), "redis-password", password)
+	e := redisTLSEnv(t, s.RedisTLS, ca, "payworker", pwFile, n.URL)
+	e["REDIS_MODE"], e["REDIS_URL"] = "sentinel", s.FailoverURL()
+
+	t.Run("same credentials", func(t *testing.T) {
+		w := startRun(t, e)
+		w.waitReady(t)
+		const merchant = "MSENT"
+		auth := authoriseOverHTTP(t, e["SANDBOX_ADDR"], merchant, 640, "EUR")
+		js := connect(t, n.URL)
+		publishCommand(t, js, "capture", map[string]any{"command_id": "sent-1", "type": "capture", "merchant_id": merchant,
+			"transaction_id": auth, "amount": 640, "currency": "EUR", "idempotency_key": "sent-key-1"})
+		poll(t, 30*time.Second, "capture.succeeded", func() (bool, string) {
+			got := byKey(readEvents(t, js))["sent-key-1"]
+			return len(got) == 1 && got[0] == events.CaptureSucceeded.Type(), fmt.Sprint(got)
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if keys, err := s.Client(t).Keys(ctx, "*sent-key-1*").Result(); err != nil || len(keys) == 0 {
+			t.Errorf("keys of sent-key-1 on the master = %v, %v; want its record", keys, err)
+		}
+		if log := w.stderr.String(); !strings.Contains(log, `"mode":"sentinel"`) || strings.Contains(log, password) {
+			t.Errorf("log does not say sentinel, or shows the password:\n%s", log)
+		}
+		if _, err := w.stop(); err != nil {
+			t.Errorf("run after SIGTERM = %v", err)
+		}
+	})
+
+	t.Run("no credentials for the sentinels", func(t *testing.T) {
+		e := with(e, "REDIS_URL", strings.Replace(s.FailoverURL(), "rediss://", "rediss://@", 1), "HTTP_ADDR", "off")
+		done := make(chan error, 1)
+		go func() { done <- run(context.Background(), []string{"worker"}, e.get, io.Discard, io.Discard) }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(30 * time.Second):
+			t.Fatal("run did not stop at start")
+		}
+		t.Logf("run = %v", err)
+		if err == nil || !strings.HasPrefix(err.Error(), "REDIS_URL: the sentinels refused") || strings.Contains(err.Error(), password) {
+			t.Errorf("run = %v, want an error at start naming REDIS_URL and the sentinels, without the password", err)
+		}
+	})
+}

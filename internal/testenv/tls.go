@@ -172,7 +172,7 @@ func StartRedisTLS(t testing.TB, o RedisTLSOptions) *RedisTLS {
 	dir := t.TempDir()
 	args := []string{
 		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
-		"--dir", dir, "--logfile", filepath.Join(dir, "redis.log"), "--loglevel", "warning",
+		"--dir", dir, "--loglevel", "warning",
 		"--tls-cert-file", server.CertFile, "--tls-key-file", server.KeyFile,
 		"--tls-ca-cert-file", o.CA.CertFile, "--tls-auth-clients", auth,
 	}
@@ -181,13 +181,34 @@ func StartRedisTLS(t testing.TB, o RedisTLSOptions) *RedisTLS {
 			"--user", o.User, "on", ">"+o.Password, "~*", "&*", "+@all",
 			"--user", "default", "off")
 	}
+	r.Addr = startTLSProc(t, "redis-server (TLS)", dir, func(port int) []string {
+		return append(args, "--port", "0", "--tls-port", strconv.Itoa(port))
+	}, func(addr string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c := redis.NewClient(r.probeOptions(addr))
+		defer c.Close()
+		return c.Ping(ctx).Err()
+	})
+	r.URL = "rediss://" + r.Addr + "/0"
+	return r
+}
+
+// startTLSProc starts redis-server with the arguments args gives for a
+// free port, its log in dir/redis.log, and waits until ready(addr) returns
+// nil; it tries another port if the process exits first (the port was
+// taken meanwhile). The process is killed when the test ends, its log
+// printed if the test failed. It returns the process's address.
+func startTLSProc(t testing.TB, name, dir string, args func(port int) []string, ready func(addr string) error) string {
+	t.Helper()
+	logPath := filepath.Join(dir, "redis.log")
 	var lastErr error
-	for range 3 { // a port free a moment ago may be taken meanwhile
+	for range 3 {
 		port := FreePort(t)
-		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		cmd := exec.Command("redis-server", append(args, "--port", "0", "--tls-port", strconv.Itoa(port))...)
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		cmd := exec.Command("redis-server", append(args(port), "--logfile", logPath)...)
 		if err := cmd.Start(); err != nil {
-			t.Fatalf("start redis-server: %v", err)
+			t.Fatalf("start %s: %v", name, err)
 		}
 		done := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(done) }()
@@ -195,25 +216,23 @@ func StartRedisTLS(t testing.TB, o RedisTLSOptions) *RedisTLS {
 			_ = cmd.Process.Kill()
 			<-done
 		}
-		if lastErr = r.waitReady(done); lastErr == nil {
+		if lastErr = waitReady(addr, done, ready); lastErr == nil {
 			t.Cleanup(func() {
 				if t.Failed() {
-					t.Logf("redis-server (TLS) log:\n%s", tail(filepath.Join(dir, "redis.log"), 20))
+					t.Logf("%s log:\n%s", name, tail(logPath, 20))
 				}
 				stop()
 			})
-			r.URL = "rediss://" + r.Addr + "/0"
-			return r
+			return addr
 		}
 		stop()
 	}
-	t.Fatalf("redis-server with TLS: %v\n%s", lastErr, tail(filepath.Join(dir, "redis.log"), 20))
-	return nil
+	t.Fatalf("%s: %v\n%s", name, lastErr, tail(logPath, 20))
+	return ""
 }
 
-// waitReady waits until the server answers a trusted client's PING, or
-// exits.
-func (r *RedisTLS) waitReady(exited <-chan struct{}) error {
+// waitReady waits until ready(addr) returns nil, or the process exits.
+func waitReady(addr string, exited <-chan struct{}, ready func(addr string) error) error {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		select {
@@ -221,17 +240,84 @@ func (r *RedisTLS) waitReady(exited <-chan struct{}) error {
 			return errors.New("redis-server exited (is it built with TLS? see its log)")
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err := r.Ping(ctx)
-		cancel()
+		err := ready(addr)
 		if err == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("redis-server on %s not ready: %w", r.Addr, err)
+			return fmt.Errorf("%s not ready: %w", addr, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// SentinelTLS is a TLS-only Redis master (a RedisTLS) watched by one
+// TLS-only sentinel, both with the same ACL user, CA and client
+// certificate rule: the sentinel authenticates to the master as that user
+// and requires it of its own clients.
+type SentinelTLS struct {
+	*RedisTLS
+	// MasterName is the name the sentinel monitors the master under;
+	// SentinelAddr is the sentinel's host:port.
+	MasterName   string
+	SentinelAddr string
+}
+
+// FailoverURL is the rediss:// failover URL of the sentinel, without
+// credentials.
+func (s *SentinelTLS) FailoverURL() string {
+	return "rediss://" + s.SentinelAddr + "?master_name=" + s.MasterName
+}
+
+// StartSentinelTLS starts a RedisTLS master with o and a sentinel on it,
+// and returns once the sentinel, asked by a trusted client, names the
+// master.
+func StartSentinelTLS(t testing.TB, o RedisTLSOptions) *SentinelTLS {
+	t.Helper()
+	s := &SentinelTLS{RedisTLS: StartRedisTLS(t, o), MasterName: "payworker"}
+	cert := o.CA.Issue(t, "redis-sentinel", "127.0.0.1", "localhost")
+	auth := "no"
+	if o.ClientCerts {
+		auth = "yes"
+	}
+	host, port, _ := net.SplitHostPort(s.Addr)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "sentinel.conf")
+	lines := []string{
+		"bind 127.0.0.1", "dir " + dir, "loglevel warning",
+		"tls-cert-file " + cert.CertFile, "tls-key-file " + cert.KeyFile, "tls-ca-cert-file " + o.CA.CertFile,
+		"tls-auth-clients " + auth, "tls-replication yes",
+		"sentinel monitor " + s.MasterName + " " + host + " " + port + " 1",
+	}
+	if o.User != "" {
+		lines = append(lines,
+			"sentinel auth-user "+s.MasterName+" "+o.User, "sentinel auth-pass "+s.MasterName+" "+o.Password,
+			"user "+o.User+" on >"+o.Password+" ~* &* +@all", "user default off")
+	}
+	content := ""
+	for _, l := range lines {
+		content += l + "\n"
+	}
+	if err := os.WriteFile(conf, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.SentinelAddr = startTLSProc(t, "redis-sentinel (TLS)", dir, func(p int) []string {
+		return []string{conf, "--sentinel", "--port", "0", "--tls-port", strconv.Itoa(p)}
+	}, func(addr string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c := redis.NewSentinelClient(s.probeOptions(addr))
+		defer c.Close()
+		got, err := c.GetMasterAddrByName(ctx, s.MasterName).Result()
+		if err != nil {
+			return err
+		}
+		if len(got) != 2 || net.JoinHostPort(got[0], got[1]) != s.Addr {
+			return fmt.Errorf("sentinel names master %v, want %s", got, s.Addr)
+		}
+		return nil
+	})
+	return s
 }
 
 // probeOptions connects to addr as a trusted client would: the CA, the
