@@ -239,7 +239,7 @@ func redisAccessError(cfg Config, err error) error {
 		verify     *tls.CertificateVerificationError
 		notTLS     tls.RecordHeaderError
 		opErr      *net.OpError
-		ca         = "the system's authorities"
+		ca         = "the system's authorities (set REDIS_TLS_CA to the PEM file of its CA)"
 		caVariable = "REDIS_TLS_CA"
 	)
 	if cfg.RedisTLSCA != "" {
