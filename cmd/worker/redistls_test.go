@@ -346,3 +346,65 @@ func TestRunRedisTLSSentinel(t *testing.T) {
 		}
 	})
 }
+
+// TestRunRedisTLSCluster runs the worker with REDIS_MODE=cluster on three
+// TLS-only masters (the cluster bus in TLS too) that require a client
+// certificate and the ACL user: the nodes the cluster announces are
+// verified against their own addresses, and a capture succeeds once.
+func TestRunRedisTLSCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three redis-server processes (-short)")
+	}
+	n := testenv.StartNATS(t)
+	ca := testenv.NewCA(t, "cluster-ca")
+	const password = "cluster-acl-pw-8e1f"
+	c := testenv.StartRedisClusterTLS(t, testenv.RedisTLSOptions{CA: ca, ClientCerts: true, User: "payworker", Password: password}, 3)
+	pwFile := writeFile(t, t.TempDir(), "redis-password", password)
+	e := env{
+		"NATS_URL":            n.URL,
+		"REDIS_MODE":          "cluster",
+		"REDIS_URL":           c.ClusterURL(),
+		"REDIS_TLS_CA":        ca.CertFile,
+		"REDIS_TLS_CERT":      c.ClientCert.CertFile,
+		"REDIS_TLS_KEY":       c.ClientCert.KeyFile,
+		"REDIS_USERNAME":      "payworker",
+		"REDIS_PASSWORD_FILE": pwFile,
+		"SANDBOX_ADDR":        freeAddr(t),
+		"HTTP_ADDR":           freeAddr(t),
+		"LOG_FORMAT":          "json",
+		"WORKER_ID":           "tls-cluster",
+	}
+	w := startRun(t, e)
+	w.waitReady(t)
+	const merchant = "MCLU"
+	auth := authoriseOverHTTP(t, e["SANDBOX_ADDR"], merchant, 880, "EUR")
+	js := connect(t, n.URL)
+	for _, id := range []string{"clu-1", "clu-2"} { // the second is a duplicate
+		publishCommand(t, js, "capture", map[string]any{"command_id": id, "type": "capture", "merchant_id": merchant,
+			"transaction_id": auth, "amount": 880, "currency": "EUR", "idempotency_key": "clu-key-1"})
+	}
+	want := []string{events.CaptureSucceeded.Type(), events.Duplicate.Type()}
+	poll(t, 30*time.Second, "capture.succeeded, then the duplicate", func() (bool, string) {
+		got := byKey(readEvents(t, js))["clu-key-1"]
+		return fmt.Sprint(got) == fmt.Sprint(want), fmt.Sprint(got)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	found := 0
+	for _, addr := range c.Addrs {
+		keys, err := c.NodeClient(t, addr).Keys(ctx, "*clu-key-1*").Result()
+		if err != nil {
+			t.Fatalf("keys on %s: %v", addr, err)
+		}
+		found += len(keys)
+	}
+	if found == 0 {
+		t.Errorf("no record of clu-key-1 on any node")
+	}
+	if log := w.stderr.String(); !strings.Contains(log, `"mode":"cluster"`) || strings.Contains(log, password) {
+		t.Errorf("log does not say cluster, or shows the password:\n%s", log)
+	}
+	if _, err := w.stop(); err != nil {
+		t.Errorf("run after SIGTERM = %v", err)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -342,4 +343,118 @@ func (r *RedisTLS) Ping(ctx context.Context) error {
 	c := redis.NewClient(r.probeOptions(r.Addr))
 	defer c.Close()
 	return c.Ping(ctx).Err()
+}
+
+// RedisClusterTLS is a Redis Cluster of TLS-only masters (tls-cluster yes:
+// the cluster bus is TLS too), each with the ACL user, CA and client
+// certificate rule of its options.
+type RedisClusterTLS struct {
+	// Addrs are the masters' host:port addresses.
+	Addrs []string
+	// ClientCert is a certificate the CA issued for clients.
+	ClientCert Leaf
+	node       *RedisTLS // the options every node shares, for probes
+}
+
+// ClusterURL is the rediss:// cluster URL of the masters, without
+// credentials: rediss://FIRST?addr=SECOND&addr=...
+func (c *RedisClusterTLS) ClusterURL() string {
+	u := "rediss://" + c.Addrs[0]
+	for i, a := range c.Addrs[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		u += sep + "addr=" + a
+	}
+	return u
+}
+
+// NodeClient opens a trusted client of the node at addr, closed when the
+// test ends.
+func (c *RedisClusterTLS) NodeClient(t testing.TB, addr string) *redis.Client {
+	t.Helper()
+	rc := redis.NewClient(c.node.probeOptions(addr))
+	t.Cleanup(func() { rc.Close() })
+	return rc
+}
+
+// StartRedisClusterTLS starts masters (at least 3) TLS-only redis-server
+// processes with o, joins them with redis-cli --tls --cluster create, and
+// returns once every node reports a healthy cluster. It skips the test
+// when redis-server or redis-cli is not on PATH.
+func StartRedisClusterTLS(t testing.TB, o RedisTLSOptions, masters int) *RedisClusterTLS {
+	t.Helper()
+	if masters < 3 {
+		t.Fatalf("StartRedisClusterTLS(%d): a Redis Cluster needs at least 3 masters", masters)
+	}
+	for _, bin := range []string{"redis-server", "redis-cli"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("%s not found on PATH (install it: apt-get install -y redis-server redis-tools): %v", bin, err)
+		}
+	}
+	server := o.CA.Issue(t, "redis-cluster", "127.0.0.1", "localhost")
+	c := &RedisClusterTLS{ClientCert: o.CA.Issue(t, "redis-cluster-client")}
+	c.node = &RedisTLS{ClientCert: c.ClientCert, opts: o}
+	auth := "no"
+	if o.ClientCerts {
+		auth = "yes"
+	}
+	for i := range masters {
+		dir := t.TempDir()
+		args := []string{
+			"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no",
+			"--dir", dir, "--loglevel", "warning",
+			"--tls-cert-file", server.CertFile, "--tls-key-file", server.KeyFile,
+			"--tls-ca-cert-file", o.CA.CertFile, "--tls-auth-clients", auth,
+			"--tls-cluster", "yes", "--tls-replication", "yes",
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+			"--cluster-node-timeout", strconv.FormatInt(clusterNodeTimeout.Milliseconds(), 10),
+			"--cluster-port", strconv.Itoa(FreePort(t)),
+		}
+		if o.User != "" {
+			args = append(args,
+				"--user", o.User, "on", ">"+o.Password, "~*", "&*", "+@all",
+				"--user", "default", "off")
+		}
+		addr := startTLSProc(t, "redis-cluster"+strconv.Itoa(i)+" (TLS)", dir, func(port int) []string {
+			return append(args, "--port", "0", "--tls-port", strconv.Itoa(port))
+		}, func(addr string) error {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			rc := redis.NewClient(c.node.probeOptions(addr))
+			defer rc.Close()
+			return rc.Ping(ctx).Err()
+		})
+		c.Addrs = append(c.Addrs, addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	args := []string{"--tls", "--cacert", o.CA.CertFile, "--cert", c.ClientCert.CertFile, "--key", c.ClientCert.KeyFile}
+	if o.User != "" {
+		args = append(args, "--user", o.User, "--pass", o.Password, "--no-auth-warning")
+	}
+	args = append(append(append(args, "--cluster", "create"), c.Addrs...), "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.CommandContext(ctx, "redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for _, addr := range c.Addrs {
+		waitFor(t, 30*time.Second, "cluster node "+addr+" ready", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			rc := redis.NewClient(c.node.probeOptions(addr))
+			defer rc.Close()
+			info, err := rc.ClusterInfo(ctx).Result()
+			if err != nil {
+				return err
+			}
+			for _, want := range []string{"cluster_state:ok", "cluster_slots_ok:16384", "cluster_known_nodes:" + strconv.Itoa(masters)} {
+				if !strings.Contains(info, want) {
+					return fmt.Errorf("%s: cluster info lacks %s", addr, want)
+				}
+			}
+			return nil
+		})
+	}
+	return c
 }
