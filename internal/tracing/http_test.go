@@ -3,11 +3,14 @@ package tracing
 import (
 	"context"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -132,5 +135,29 @@ func TestTransportSpans(t *testing.T) {
 			a[string(AttrOperation)] != st.wantOp {
 			t.Errorf("span %s attributes %v, want url.full %s, method %s, status 202, operation %q", s.Name(), a, st.wantURL, st.method, st.wantOp)
 		}
+	}
+}
+
+// TestConsumeSpan: with the SDK, Consume's span is a CONSUMER child of the
+// command's span, with the caller's and the messaging attributes.
+func TestConsumeSpan(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	ctx, span := Consume(context.Background(), tp.Tracer("test"), nats.Header{HeaderTraceparent: {parent}}, "process payments.cmd.capture",
+		attribute.String("messaging.destination.name", "payments.cmd.capture"))
+	span.End()
+	got := rec.Ended()
+	if len(got) != 1 || got[0].SpanKind() != trace.SpanKindConsumer || got[0].Parent().SpanID().String() != "00f067aa0ba902b7" ||
+		trace.SpanContextFromContext(ctx).SpanID() != got[0].SpanContext().SpanID() {
+		t.Fatalf("spans %v, want one CONSUMER child of 00f067aa0ba902b7, in the returned context", got)
+	}
+	a := map[string]string{}
+	for _, kv := range got[0].Attributes() {
+		a[string(kv.Key)] = kv.Value.Emit()
+	}
+	want := map[string]string{"messaging.destination.name": "payments.cmd.capture", "messaging.system": "nats", "messaging.operation.type": "process"}
+	if !maps.Equal(a, want) {
+		t.Errorf("CONSUMER attributes %v, want %v", a, want)
 	}
 }

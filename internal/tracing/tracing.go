@@ -100,15 +100,18 @@ func Start(ctx context.Context, hdr nats.Header) context.Context {
 // Consume starts the handling of a message with headers hdr: with a tracer
 // of the OpenTelemetry SDK, a span of kind CONSUMER, child of the span that
 // hdr's traceparent names (a root span without one), with attrs and the
-// messaging attributes; with a no-op tracer, no span but a span context of
-// its own all the same (Start), and nothing allocated for attrs. The
-// caller ends the span.
+// messaging attributes when it records (nothing is allocated for them when
+// the sampler leaves the command out); with a no-op tracer, no span but a
+// span context of its own all the same (Start). The caller ends the span.
 func Consume(ctx context.Context, tracer trace.Tracer, hdr nats.Header, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	if _, off := tracer.(noop.Tracer); !off {
 		pctx := propagator.Extract(ctx, Carrier(hdr))
-		all := make([]attribute.KeyValue, 0, len(attrs)+2)
-		all = append(append(all, attrs...), attribute.String("messaging.system", "nats"), attribute.String("messaging.operation.type", "process"))
-		sctx, span := tracer.Start(pctx, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(all...))
+		sctx, span := tracer.Start(pctx, name, trace.WithSpanKind(trace.SpanKindConsumer))
+		if span.IsRecording() { // not for a command the sampler left out
+			all := make([]attribute.KeyValue, 0, len(attrs)+2)
+			span.SetAttributes(append(append(all, attrs...),
+				attribute.String("messaging.system", "nats"), attribute.String("messaging.operation.type", "process"))...)
+		}
 		if sc := span.SpanContext(); sc.IsValid() && sc.SpanID() != trace.SpanContextFromContext(pctx).SpanID() {
 			return sctx, span
 		}
