@@ -229,8 +229,8 @@ func checkRedisSecurity(c *Config, readFile func(string) ([]byte, error), valid 
 // refused, a server that does not speak TLS, refused credentials. It
 // returns that error, naming the variable to fix, or nil for anything else
 // (a refused or timed-out connection: the worker runs and its commands
-// wait for Redis). No password is in any of them: Redis's NOAUTH and
-// WRONGPASS answers do not repeat it.
+// wait for Redis). The error is a *VarError wrapping err. No password is
+// in any of them: Redis's NOAUTH and WRONGPASS answers do not repeat it.
 func redisAccessError(cfg Config, err error) error {
 	var (
 		unknownCA  x509.UnknownAuthorityError
@@ -246,35 +246,38 @@ func redisAccessError(cfg Config, err error) error {
 		ca = "the authorities of REDIS_TLS_CA (" + cfg.RedisTLSCA + ")"
 	}
 	user := cfg.RedisUsername
+	if user == "" && cfg.RedisURL.User != nil && cfg.RedisMode != RedisSentinel {
+		user = cfg.RedisURL.User.Username()
+	}
 	if user == "" {
 		user = "default"
 	}
 	fatal := func(variable, format string, a ...any) error {
-		return fmt.Errorf("%s: %s", variable, fmt.Sprintf(format, a...))
+		return &VarError{Var: variable, Err: fmt.Errorf(format, a...)}
 	}
 	switch {
 	case errors.As(err, &unknownCA):
-		return fatal(caVariable, "the Redis server's certificate is not signed by %s: %v", ca, err)
+		return fatal(caVariable, "the Redis server's certificate is not signed by %s: %w", ca, err)
 	case errors.As(err, &hostname):
-		return fatal("REDIS_URL", "the Redis server's certificate is not valid for the address dialled: %v", err)
+		return fatal("REDIS_URL", "the Redis server's certificate is not valid for the address dialled: %w", err)
 	case errors.As(err, &invalid), errors.As(err, &verify):
-		return fatal(caVariable, "the Redis server's certificate does not verify against %s: %v", ca, err)
+		return fatal(caVariable, "the Redis server's certificate does not verify against %s: %w", ca, err)
 	case errors.As(err, &notTLS):
-		return fatal("REDIS_URL", "rediss://, but the Redis server does not answer in TLS: %v", err)
+		return fatal("REDIS_URL", "rediss://, but the Redis server does not answer in TLS: %w", err)
 	case errors.As(err, &opErr) && opErr.Op == "remote error":
 		// A TLS alert from the server: most often it wants a client
 		// certificate it can verify.
-		return fatal("REDIS_TLS_CERT", "the Redis server refused the TLS handshake (does it require a client certificate from its CA? set REDIS_TLS_CERT and REDIS_TLS_KEY): %v", err)
+		return fatal("REDIS_TLS_CERT", "the Redis server refused the TLS handshake (does it require a client certificate from its CA? set REDIS_TLS_CERT and REDIS_TLS_KEY): %w", err)
 	case (redis.IsAuthError(err) || strings.Contains(err.Error(), "called without any password configured")) &&
 		cfg.RedisMode == RedisSentinel && strings.Contains(err.Error(), "sentinels"):
 		if cfg.RedisURL.User != nil {
-			return fatal("REDIS_URL", "the sentinels refused the credentials of REDIS_URL's user info, which are theirs: %v", err)
+			return fatal("REDIS_URL", "the sentinels refused the credentials of REDIS_URL's user info, which are theirs: %w", err)
 		}
-		return fatal("REDIS_PASSWORD", "the sentinels refused the credentials of user %q, which they share with the data nodes (REDIS_USERNAME, REDIS_PASSWORD or REDIS_PASSWORD_FILE; give the sentinels their own as REDIS_URL's user info): %v", user, err)
+		return fatal("REDIS_PASSWORD", "the sentinels refused the credentials of user %q, which they share with the data nodes (REDIS_USERNAME, REDIS_PASSWORD or REDIS_PASSWORD_FILE; give the sentinels their own as REDIS_URL's user info): %w", user, err)
 	case redis.IsAuthError(err), strings.Contains(err.Error(), "called without any password configured"):
-		return fatal("REDIS_PASSWORD", "Redis refused the credentials of user %q (REDIS_USERNAME, REDIS_PASSWORD or REDIS_PASSWORD_FILE): %v", user, err)
+		return fatal("REDIS_PASSWORD", "Redis refused the credentials of user %q (REDIS_USERNAME, REDIS_PASSWORD or REDIS_PASSWORD_FILE): %w", user, err)
 	case redis.IsPermissionError(err):
-		return fatal("REDIS_USERNAME", "the Redis ACL of user %q does not allow what the worker needs (PING, EVALSHA, GET, SET, DEL, INFO, WAIT on its keys): %v", user, err)
+		return fatal("REDIS_USERNAME", "the Redis ACL of user %q refuses a command the worker sends (it runs Lua scripts on its keys, PING, INFO and WAIT): %w", user, err)
 	}
 	return nil
 }

@@ -277,6 +277,9 @@ func TestRunRedisTLSRefused(t *testing.T) {
 				t.Fatal("run = nil, want an error at start")
 			}
 			t.Logf("run = %v", err)
+			if ve := (*VarError)(nil); !errors.As(err, &ve) || ve.Var != tc.want[0] {
+				t.Errorf("run = %v, want a *VarError for %s", err, tc.want[0])
+			}
 			for _, want := range tc.want {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("run = %q, want it to say %q", err, want)
