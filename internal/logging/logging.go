@@ -105,7 +105,7 @@ func Redact(groups []string, a slog.Attr) slog.Attr {
 	}
 	switch a.Value.Kind() {
 	case slog.KindString:
-		if s := a.Value.String(); hasPAN(s) {
+		if s := a.Value.String(); hasPAN(s) && !traceID(a.Key, s) {
 			return slog.String(a.Key, MaskPANs(s))
 		}
 	case slog.KindAny:
@@ -126,6 +126,23 @@ func sensitive(key string) bool {
 		}
 	}
 	return false
+}
+
+// traceID reports whether the attribute is a W3C trace or span id
+// (trace_id: 32 lowercase hex digits, span_id: 16), which may hold a run of
+// 13 or more decimal digits by chance and is no card number.
+func traceID(key, v string) bool {
+	switch {
+	case key == "trace_id" && len(v) == 32, key == "span_id" && len(v) == 16:
+	default:
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; !isDigit(c) && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // PAN lengths (ISO/IEC 7812).

@@ -201,3 +201,24 @@ func stripANSI(s string) string {
 	}
 	return b.String()
 }
+
+// TestTraceIDsAreNotMasked: a trace or span id whose hex digits happen to
+// hold 13 or more decimal digits in a row is logged as it is, so logs can be
+// joined with traces; the same run under another key is masked.
+func TestTraceIDsAreNotMasked(t *testing.T) {
+	const (
+		traceID = "de2e39e8cf3ec21e4064801234563650"
+		spanID  = "a1234567890123bc"
+	)
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{ReplaceAttr: Redact}))
+	log.Info("x", slog.String("trace_id", traceID), slog.String("span_id", spanID), slog.String("other", traceID),
+		slog.String("trace_id_of_card", "4111111111111111"))
+	out := buf.String()
+	for _, want := range []string{`"trace_id":"` + traceID + `"`, `"span_id":"` + spanID + `"`,
+		`"other":"de2e39e8cf3ec21e406480******3650"`, `"trace_id_of_card":"411111******1111"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log %s\nlacks %s", out, want)
+		}
+	}
+}
