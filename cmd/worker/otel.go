@@ -71,8 +71,8 @@ func setupTracing(ctx context.Context, getenv func(string) string) (tp trace.Tra
 // nil: the adapter builds its own (gateway.NoRedirects), exactly as without
 // OpenTelemetry, and nothing wraps its transport. With tracing on it is the
 // same sized pool (gateway.Transport) under tracing.Transport, so that each
-// gateway HTTP call, status calls and token requests included, is a CLIENT
-// span.
+// gateway HTTP call of a sampled command, status calls included, is a
+// CLIENT span.
 func gatewayClient(tp trace.TracerProvider, maxConns int) *http.Client {
 	if _, off := tp.(noop.TracerProvider); off {
 		return nil

@@ -82,7 +82,7 @@ func recording(r *http.Request) bool {
 
 // spanName is "gateway <operation>" for a request of a GatewayCall, the
 // method alone (as the HTTP conventions name a span without a route) for
-// any other, such as an OAuth2 token request.
+// any other made within a recording span.
 func spanName(_ string, r *http.Request) string {
 	if c, ok := r.Context().Value(callKey{}).(call); ok {
 		return "gateway " + c.operation
