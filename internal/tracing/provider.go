@@ -5,13 +5,13 @@ import (
 )
 
 // The worker's batch span processor settings where the standard variables
-// (OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE) do not say. The
-// SDK's defaults (2,048 and 512) hold about half a second of spans at the
-// worker's rate on 2 cores (4 spans a command, some 4,000 commands/s): a
-// burst, or an exporter that takes a moment, fills the queue and the spans
-// of the commands beyond it are dropped. 16,384 spans (a few MB) ride out
-// about 1 s; batches of 2,048 (some 0.5 MB of OTLP) make a quarter as many
-// export requests.
+// (OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE) do not say. A
+// worker on 2 cores makes some 20,000 spans a second (4 a command, 5,000
+// commands/s): the SDK's queue of 2,048 holds a tenth of a second of them,
+// and as the exporter sends one batch at a time, batches of 512 to a
+// collector 100 ms away carry at most about 5,000 spans/s; the spans beyond
+// are dropped. 16,384 spans (a few MB) ride out about a second; batches of
+// 2,048 (some 0.5 MB of OTLP) carry four times as many.
 const (
 	MaxQueueSize       = 16384
 	MaxExportBatchSize = 2048
