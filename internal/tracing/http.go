@@ -39,17 +39,17 @@ func GatewayCall(ctx context.Context, gateway, operation string) context.Context
 // Transport returns the RoundTripper of the gateway clients: base itself
 // when tp is nil or OpenTelemetry's no-op provider (tracing off: not
 // wrapped, nothing slower), otherwise base wrapped by otelhttp so that
-// every request is one span of kind CLIENT, child of the span of the
-// request's context (the command's CONSUMER span), ended when the answer's
-// body is closed.
+// every request made within a recording span (a sampled command's) is one
+// span of kind CLIENT, child of that span (the command's CONSUMER span),
+// ended when the answer's body is closed.
 //
 // A span carries http.request.method, url.full, server.address,
 // server.port, network.protocol.version and http.response.status_code
 // (error.type and an error status for no answer or a status of 400 or
 // more), and the gateway and operation of GatewayCall. A request whose
-// context's span is not recording (a command not sampled) gets no span
-// and costs nothing more than the pool's own work. It records no
-// header (the API keys and tokens travel in headers) and no body (the card
+// context's span is not recording (a command not sampled, a request of no
+// command) gets no span and costs nothing more than the pool's own work.
+// It records no header (the API keys and tokens travel in headers) and no body (the card
 // data travels in bodies); url.full loses any query, fragment or user info
 // (the adapters' URLs have none: gateway.CheckBaseURL refuses them, and
 // the paths hold only transaction ids). No trace context is sent to the

@@ -5,9 +5,12 @@
 // message published for the command, in the headers and as the CloudEvents
 // distributed-tracing attributes of the event.
 //
-// It uses the OpenTelemetry API only. Without an SDK installed no span is
-// recorded, so Start mints the span id itself; with one, a span started
-// from Start's context is a child of the command's span.
+// The trace context's functions use the OpenTelemetry API only. Without an
+// SDK installed no span is recorded, so Start mints the span id itself;
+// with one, a span started from Start's context is a child of the command's
+// span. Transport puts the gateway clients' HTTP calls under otelhttp's
+// CLIENT spans when tracing is on, and BatchOptions are the worker's
+// settings of the SDK's batch span processor.
 package tracing
 
 import (
