@@ -244,9 +244,11 @@ func (h *Handler) publishAck(ctx context.Context, subject string, data []byte, m
 			m.Header[k] = v
 		}
 		tracing.Inject(ctx, m.Header)
-		sctx, span := h.cfg.Tracer.Start(ctx, "send "+subject, trace.WithSpanKind(trace.SpanKindProducer),
-			trace.WithAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", subject),
-				attribute.String("messaging.message.id", msgID)))
+		sctx, span := h.cfg.Tracer.Start(ctx, "send "+subject, trace.WithSpanKind(trace.SpanKindProducer))
+		if span.IsRecording() { // nothing is built for a command that is not traced
+			span.SetAttributes(attribute.String("messaging.system", "nats"), attribute.String("messaging.destination.name", subject),
+				attribute.String("messaging.message.id", msgID))
+		}
 		pctx, cancel := context.WithTimeout(sctx, publishAttemptTimeout)
 		ack, err := h.cfg.JetStream.PublishMsg(pctx, m, jetstream.WithMsgID(msgID))
 		cancel()
