@@ -343,6 +343,8 @@ func TestSpanTree(t *testing.T) {
 		}
 		if p := byKind[trace.SpanKindProducer]; len(p) != 1 || !childOf(p[0]) || p[0].Name() != "send payments.evt.capture.succeeded" {
 			t.Errorf("%s: PRODUCER spans %v, want one send payments.evt.capture.succeeded under the CONSUMER span", st.name, names(p))
+		} else if a := attrs(p[0]); a["messaging.system"] != "nats" || a["messaging.destination.name"] != "payments.evt.capture.succeeded" || a["messaging.message.id"] == "" {
+			t.Errorf("%s: PRODUCER span attributes %v, want messaging.system nats, the destination and the message id", st.name, a)
 		}
 		var claim bool
 		for _, s := range byKind[trace.SpanKindInternal] {
