@@ -281,3 +281,27 @@ func redisAccessError(cfg Config, err error) error {
 	}
 	return nil
 }
+
+// clearTextPassword reports whether the worker would send a Redis password
+// without TLS beyond this machine: REDIS_URL is redis:// with a password
+// (REDIS_PASSWORD or the URL's own) and names a server, the URL's host or an
+// addr= of a sentinel or cluster URL, that is not a loopback address.
+func clearTextPassword(cfg Config) bool {
+	u := cfg.RedisURL
+	if u == nil || u.Scheme != "redis" {
+		return false
+	}
+	if pw, _ := u.User.Password(); pw == "" && cfg.RedisPassword == "" {
+		return false
+	}
+	for _, h := range append([]string{u.Host}, u.Query()["addr"]...) {
+		host := h
+		if hh, _, err := net.SplitHostPort(h); err == nil {
+			host = hh
+		}
+		if !isLoopback(host) {
+			return true
+		}
+	}
+	return false
+}

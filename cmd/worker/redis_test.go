@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +96,31 @@ func TestRedisURLRedaction(t *testing.T) {
 	for _, want := range []string{"s1:26379", "master_name=m", "redis_mode=sentinel"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("config %s lacks %q", out, want)
+		}
+	}
+}
+
+func TestClearTextPassword(t *testing.T) {
+	for _, tc := range []struct {
+		url, password string
+		want          bool
+	}{
+		{"redis://redis.internal:6379/0", "pw", true},
+		{"redis://:pw@redis.internal:6379/0", "", true},
+		{"redis://redis.internal:6379/0", "", false},
+		{"rediss://redis.internal:6380/0", "pw", false},
+		{"redis://127.0.0.1:6379/0", "pw", false},
+		{"redis://localhost:6379/0", "pw", false},
+		{"redis://127.0.0.1:26379?master_name=m&addr=10.0.0.2:26379", "pw", true},
+		{"unix:///run/redis.sock", "pw", false},
+	} {
+		u, err := url.Parse(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := Config{RedisURL: u, RedisPassword: Secret(tc.password)}
+		if got := clearTextPassword(cfg); got != tc.want {
+			t.Errorf("clearTextPassword(%s, password %q) = %v, want %v", tc.url, tc.password, got, tc.want)
 		}
 	}
 }

@@ -185,6 +185,9 @@ func (a *app) start(ctx context.Context) error {
 		if err != nil {
 			return usageError{fmt.Errorf("REDIS_URL: %w", err)}
 		}
+		if clearTextPassword(cfg) {
+			log.Warn("the Redis password is sent in clear text: REDIS_URL is redis:// to a server beyond this machine; use rediss:// (and REDIS_TLS_CA for a private CA)")
+		}
 		a.rdb = rdb
 		// Exactly once does not rest on Redis keeping every write: the
 		// registry (Raft-replicated, in JetStream) tells a merchant whose
