@@ -336,11 +336,15 @@ func (s Settings) Explain(err error) *ConnectError {
 	case errors.As(err, &invalid):
 		ce.Var = VarTLSCA
 		ce.Hint = "the server's certificate is not valid (expired, or not for a server)"
-	case errors.As(err, &op) && op.Op == "remote error":
+	case errors.As(err, &op) && op.Op == "remote error",
+		errors.Is(err, nats.ErrTLS) && strings.Contains(err.Error(), "connection closed by remote after TLS handshake"):
 		// A TLS alert from the server (crypto/tls has no exported type
 		// for it): after a handshake that verified the server, the
 		// server refused this client's certificate, or its absence
-		// (certificate required, bad certificate, unknown CA).
+		// (certificate required, bad certificate, unknown CA). With TLS
+		// 1.3 the client's handshake ends before the server checks its
+		// certificate, so the client may meet the server's close (a
+		// broken pipe, EOF) before it reads the alert: nats.go says so.
 		ce.Var = VarTLSCert
 		if s.TLSCert == "" {
 			ce.Hint = "the server wants a client certificate; set NATS_TLS_CERT and NATS_TLS_KEY"

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -75,5 +77,25 @@ func TestExplainLogin(t *testing.T) {
 	}
 	if ce := (Settings{URL: "nats://h:1"}).Explain(nats.ErrNoServers); !ce.Unreachable() || ce.Var != VarURL {
 		t.Errorf("Explain(ErrNoServers) = %+v, want unreachable, naming NATS_URL", ce)
+	}
+}
+
+// TestExplainClosedAfterHandshake: with TLS 1.3 a server that refuses the
+// client's certificate (or its absence) may close the connection before the
+// client reads its alert; nats.go reports a broken pipe or EOF after the
+// handshake, which names NATS_TLS_CERT like the alert does.
+func TestExplainClosedAfterHandshake(t *testing.T) {
+	closed := fmt.Errorf("%w: connection closed by remote after TLS handshake: %w", nats.ErrTLS,
+		&net.OpError{Op: "write", Net: "tcp", Err: syscall.EPIPE})
+	for _, tc := range []struct {
+		s    Settings
+		want string
+	}{
+		{Settings{URL: "tls://h:4222"}, "NATS_TLS_CERT: the server wants a client certificate; set NATS_TLS_CERT and NATS_TLS_KEY"},
+		{Settings{URL: "tls://h:4222", TLSCert: "/c.pem", TLSKey: "/k.pem"}, "NATS_TLS_CERT: the server refused the client certificate /c.pem"},
+	} {
+		if got := tc.s.Explain(closed).Error(); !strings.Contains(got, tc.want) {
+			t.Errorf("Explain(closed after the handshake) with %+v = %s, want %q", tc.s, got, tc.want)
+		}
 	}
 }
