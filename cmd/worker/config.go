@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/url"
 	"regexp"
@@ -427,8 +426,7 @@ type setting struct {
 
 // settings lists every variable in the order usage prints them.
 func settings() []setting {
-	sd := streams.Default()
-	return []setting{
+	all := []setting{
 		{name: "NATS_URL", def: "", desc: "NATS server URLs, comma-separated; empty runs an embedded NATS server",
 			set: func(c *Config, v string) (err error) { c.NATSURL, err = natsURLs(v); return err }},
 		{name: "NATS_CREDS", def: "", desc: "NATS credentials file",
@@ -575,33 +573,9 @@ func settings() []setting {
 				c.MaxDeliver = n
 				return nil
 			}},
-		{name: "STREAM_PREFIX", def: sd.Prefix, desc: "first subject token",
-			set: func(c *Config, v string) (err error) { c.Streams.Prefix, err = token(v); return err }},
-		{name: "STREAM_COMMANDS", def: sd.Commands, desc: "commands stream",
-			set: func(c *Config, v string) (err error) { c.Streams.Commands, err = token(v); return err }},
-		{name: "STREAM_EVENTS", def: sd.Events, desc: "events stream",
-			set: func(c *Config, v string) (err error) { c.Streams.Events, err = token(v); return err }},
-		{name: "STREAM_DLQ", def: sd.DLQ, desc: "dead-letter stream",
-			set: func(c *Config, v string) (err error) { c.Streams.DLQ, err = token(v); return err }},
-		{name: "STREAM_REPLICAS", def: strconv.Itoa(sd.Replicas), desc: "replicas of each stream and key-value bucket (1..5); raised on existing ones, never lowered",
-			set: func(c *Config, v string) (err error) { c.Streams.Replicas, err = intIn(v, 1, 5); return err }},
-		{name: "COMMANDS_MAX_AGE", def: "168h", desc: "retention of the commands stream",
-			set: func(c *Config, v string) (err error) { c.Streams.CommandsMaxAge, err = positiveDuration(v); return err }},
-		{name: "EVENTS_MAX_AGE", def: "720h", desc: "retention of the events stream, at least DUPLICATE_WINDOW",
-			set: func(c *Config, v string) (err error) { c.Streams.EventsMaxAge, err = positiveDuration(v); return err }},
-		{name: "EVENTS_MAX_BYTES", def: "10GiB", desc: "size bound of the events stream (bytes, or KiB, MiB, GiB, TiB); the oldest events go first",
-			set: func(c *Config, v string) (err error) { c.Streams.EventsMaxBytes, err = byteSize(v); return err }},
-		{name: "DLQ_MAX_AGE", def: "720h", desc: "retention of the dead-letter stream, longer than IDEMPOTENCY_TTL",
-			set: func(c *Config, v string) (err error) { c.Streams.DLQMaxAge, err = positiveDuration(v); return err }},
-		{name: "DLQ_MAX_BYTES", def: "1GiB", desc: "size bound of the dead-letter stream; when full it refuses dead letters and the worker keeps the command",
-			set: func(c *Config, v string) (err error) { c.Streams.DLQMaxBytes, err = byteSize(v); return err }},
-		{name: "DUPLICATE_WINDOW", def: "10m", desc: "JetStream de-duplication window of each stream",
-			set: func(c *Config, v string) (err error) {
-				c.Streams.DuplicateWindow, err = positiveDuration(v)
-				return err
-			}},
-		{name: "CONSUMER_NAME", def: sd.Consumer, desc: "durable name of the workers' shared consumer",
-			set: func(c *Config, v string) (err error) { c.Streams.Consumer, err = token(v); return err }},
+	}
+	all = append(all, streamSettings()...)
+	return append(all, []setting{
 		{name: "SANDBOX_ADDR", def: "127.0.0.1:8099", desc: "listen address of the in-process sandbox gateway",
 			set: func(c *Config, v string) (err error) { c.SandboxAddr, err = hostPort(v); return err }},
 		{name: "HTTP_ADDR", def: "127.0.0.1:8080", desc: "listen address of /metrics, /healthz and /readyz; off disables",
@@ -622,7 +596,28 @@ func settings() []setting {
 			}},
 		{name: "WORKER_ID", def: "", desc: "this worker's name in logs and events; empty uses hostname-pid",
 			set: func(c *Config, v string) error { c.WorkerID = v; return nil }},
+	}...)
+}
+
+// streamSettings are streams.Settings as the worker's settings, read into
+// Config.Streams: `publisher provision` reads the same names with the same
+// rules, so both provision the same streams from the same environment. The
+// worker's descriptions say what only it checks or does.
+func streamSettings() []setting {
+	desc := map[string]string{
+		"DLQ_MAX_AGE":   "retention of the dead-letter stream, longer than IDEMPOTENCY_TTL",
+		"DLQ_MAX_BYTES": "size bound of the dead-letter stream; when full it refuses dead letters and the worker keeps the command",
 	}
+	var out []setting
+	for _, ss := range streams.Settings() {
+		d, ok := desc[ss.Name]
+		if !ok {
+			d = ss.Desc
+		}
+		out = append(out, setting{name: ss.Name, def: ss.Default, desc: d,
+			set: func(c *Config, v string) error { return ss.Set(&c.Streams, v) }})
+	}
+	return out
 }
 
 // flagName is the flag mirroring an environment variable: NATS_URL → nats-url.
@@ -863,7 +858,6 @@ gateway.
 
 var (
 	terminalID = regexp.MustCompile(`^[0-9]{1,10}$`)
-	tokenRE    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 )
 
 func wholeNumber(v string) (int, error) {
@@ -918,40 +912,6 @@ func nonNegativeDuration(v string) (time.Duration, error) {
 	return d, nil
 }
 
-// byteUnits are the suffixes byteSize accepts, binary multiples all.
-var byteUnits = []struct {
-	suffix string
-	mult   int64
-}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"B", 1}}
-
-// minStreamBytes is the least byte bound of a stream: the largest message a
-// server takes by default, so a bound can never refuse every message.
-const minStreamBytes = 1 << 20
-
-// byteSize parses a stream's byte bound: a whole number of bytes, optionally
-// with a binary suffix (512MiB, 10GiB; the suffix's case is ignored). It is
-// at least 1MiB: there is no "unlimited".
-func byteSize(v string) (int64, error) {
-	s := strings.TrimSpace(v)
-	mult := int64(1)
-	for _, u := range byteUnits {
-		if len(s) > len(u.suffix) && strings.EqualFold(s[len(s)-len(u.suffix):], u.suffix) {
-			s, mult = strings.TrimSpace(s[:len(s)-len(u.suffix)]), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	switch {
-	case errors.Is(err, strconv.ErrRange) || err == nil && n > math.MaxInt64/mult:
-		return 0, fmt.Errorf("%q is out of range", v)
-	case err != nil:
-		return 0, fmt.Errorf("%q is not a size such as 1073741824, 512MiB or 10GiB", v)
-	case n < 0 || n*mult < minStreamBytes:
-		return 0, fmt.Errorf("must be at least 1MiB (streams are always bounded), got %s", v)
-	}
-	return n * mult, nil
-}
-
 func oneOf(v string, allowed ...string) (string, error) {
 	lv := strings.ToLower(strings.TrimSpace(v))
 	for _, a := range allowed {
@@ -967,13 +927,6 @@ func gatewayName(v string) (string, error) {
 }
 
 // token accepts a NATS subject token or stream name: [A-Za-z0-9_-]+.
-func token(v string) (string, error) {
-	if !tokenRE.MatchString(v) {
-		return "", fmt.Errorf("%q must be letters, digits, '_' or '-' only", v)
-	}
-	return v, nil
-}
-
 func hostPort(v string) (string, error) {
 	_, port, err := net.SplitHostPort(v)
 	if err != nil {

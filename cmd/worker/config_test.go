@@ -350,33 +350,6 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 }
 
-func TestByteSize(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-	}{
-		{"1048576", 1 << 20},
-		{"1MiB", 1 << 20},
-		{"1024KiB", 1 << 20},
-		{"10GiB", 10 << 30},
-		{"10gib", 10 << 30},
-		{" 2 TiB ", 2 << 40},
-		{"5000000B", 5000000},
-		{"8388607TiB", 8388607 << 40},
-	}
-	for _, tt := range tests {
-		got, err := byteSize(tt.in)
-		if err != nil || got != tt.want {
-			t.Errorf("byteSize(%q) = %d, %v, want %d, nil", tt.in, got, err, tt.want)
-		}
-	}
-	for _, in := range []string{"", "GiB", "1 GB", "0x100000", "-1GiB", "-9223372036854775808", "8388608TiB", "1e9"} {
-		if got, err := byteSize(in); err == nil {
-			t.Errorf("byteSize(%q) = %d, nil, want an error", in, got)
-		}
-	}
-}
-
 func TestParseConfigAllProblems(t *testing.T) {
 	e := env{
 		"WORKER_CONCURRENCY":      "abc",

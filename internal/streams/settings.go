@@ -40,17 +40,17 @@ func Settings() []Setting {
 			Set: func(c *Config, v string) (err error) { c.DLQ, err = token(v); return err }},
 		{Name: "STREAM_REPLICAS", Default: strconv.Itoa(d.Replicas), Desc: "replicas of each stream and key-value bucket (1..5); raised on existing ones, never lowered",
 			Set: func(c *Config, v string) (err error) { c.Replicas, err = intIn(v, 1, 5); return err }},
-		{Name: "COMMANDS_MAX_AGE", Default: d.CommandsMaxAge.String(), Desc: "retention of the commands stream",
+		{Name: "COMMANDS_MAX_AGE", Default: shortDuration(d.CommandsMaxAge), Desc: "retention of the commands stream",
 			Set: func(c *Config, v string) (err error) { c.CommandsMaxAge, err = positiveDuration(v); return err }},
-		{Name: "EVENTS_MAX_AGE", Default: d.EventsMaxAge.String(), Desc: "retention of the events stream, at least DUPLICATE_WINDOW",
+		{Name: "EVENTS_MAX_AGE", Default: shortDuration(d.EventsMaxAge), Desc: "retention of the events stream, at least DUPLICATE_WINDOW",
 			Set: func(c *Config, v string) (err error) { c.EventsMaxAge, err = positiveDuration(v); return err }},
 		{Name: "EVENTS_MAX_BYTES", Default: "10GiB", Desc: "size bound of the events stream (bytes, or KiB, MiB, GiB, TiB); the oldest events go first",
 			Set: func(c *Config, v string) (err error) { c.EventsMaxBytes, err = ParseBytes(v); return err }},
-		{Name: "DLQ_MAX_AGE", Default: d.DLQMaxAge.String(), Desc: "retention of the dead-letter stream",
+		{Name: "DLQ_MAX_AGE", Default: shortDuration(d.DLQMaxAge), Desc: "retention of the dead-letter stream",
 			Set: func(c *Config, v string) (err error) { c.DLQMaxAge, err = positiveDuration(v); return err }},
 		{Name: "DLQ_MAX_BYTES", Default: "1GiB", Desc: "size bound of the dead-letter stream; when full it refuses dead letters",
 			Set: func(c *Config, v string) (err error) { c.DLQMaxBytes, err = ParseBytes(v); return err }},
-		{Name: "DUPLICATE_WINDOW", Default: d.DuplicateWindow.String(), Desc: "JetStream de-duplication window of each stream",
+		{Name: "DUPLICATE_WINDOW", Default: shortDuration(d.DuplicateWindow), Desc: "JetStream de-duplication window of each stream",
 			Set: func(c *Config, v string) (err error) { c.DuplicateWindow, err = positiveDuration(v); return err }},
 		{Name: "CONSUMER_NAME", Default: d.Consumer, Desc: "durable name of the workers' shared consumer",
 			Set: func(c *Config, v string) (err error) { c.Consumer, err = token(v); return err }},
@@ -150,4 +150,17 @@ func ParseBytes(v string) (int64, error) {
 		return 0, fmt.Errorf("must be at least 1MiB (streams are always bounded), got %s", v)
 	}
 	return n * mult, nil
+}
+
+// shortDuration spells d as people write it: 168h, 10m, 1h30m, not
+// 168h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
 }
