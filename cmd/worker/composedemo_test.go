@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -29,6 +30,8 @@ type composeFile struct {
 		Volumes     []string          `yaml:"volumes"`
 		Ports       []string          `yaml:"ports"`
 		Command     []string          `yaml:"command"`
+		Entrypoint  []string          `yaml:"entrypoint"`
+		Secrets     []string          `yaml:"secrets"`
 	} `yaml:"services"`
 	Secrets map[string]struct {
 		File string `yaml:"file"`
@@ -61,7 +64,7 @@ func interpolate(s string, vars map[string]string) (string, error) {
 		}
 		return v
 	})
-	return out, err
+	return strings.ReplaceAll(out, "$$", "$"), err // $$ is compose's escaped $
 }
 
 // readEnvFile reads a compose env file: NAME=value lines, # comments.
@@ -277,6 +280,56 @@ func TestComposeDemo(t *testing.T) {
 	}
 	if !scraped {
 		t.Errorf("%s does not scrape the worker service on port %s (its HTTP_ADDR)", src, workerPort)
+	}
+
+	// NATS: the server's configuration, mounted from deploy/nats, reads
+	// with the passwords its entrypoint exports from the secrets, and its
+	// users are the ones the workers and the demo traffic log in as, with
+	// the passwords of their secret files.
+	nats := c.Services["nats"]
+	entry := strings.Join(nats.Entrypoint, " ")
+	m := regexp.MustCompile(`exec nats-server -c (\S+)`).FindStringSubmatch(entry)
+	if m == nil {
+		t.Fatalf("the nats service's entrypoint %q runs no nats-server -c <file>", entry)
+	}
+	confDir, confFile := path.Split(m[1])
+	confSrc, ok := mounts[path.Clean(confDir)]
+	if !ok {
+		t.Fatalf("nats-server's configuration %s is not mounted from the repository", m[1])
+	}
+	secretFile := func(name string) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(repoRoot, c.Secrets[name].File))
+		if err != nil {
+			t.Fatalf("secret %s: %v", name, err)
+		}
+		return string(b)
+	}
+	for _, role := range []string{"payworker", "orderservice", "operator"} {
+		v, secret := strings.ToUpper(role)+"_NATS_PASSWORD", role+"_nats_password"
+		if !strings.Contains(entry, v+`="$(cat /run/secrets/`+secret+`)"`) || !slices.Contains(nats.Secrets, secret) {
+			t.Errorf("the nats service does not export %s from its secret %s", v, secret)
+		}
+		t.Setenv(v, secretFile(secret))
+	}
+	opts, err := server.ProcessConfigFile(filepath.Join(repoRoot, confSrc, confFile))
+	if err != nil {
+		t.Fatalf("nats-server's configuration %s: %v", m[1], err)
+	}
+	if !opts.JetStream || opts.StoreDir != "/data" || !slices.Contains(nats.Volumes, "nats-data:/data") {
+		t.Errorf("nats-server: JetStream %v in %q, volumes %q; want JetStream on the nats-data volume at /data", opts.JetStream, opts.StoreDir, nats.Volumes)
+	}
+	users := map[string]string{}
+	for _, u := range opts.Users {
+		users[u.Username] = u.Password
+	}
+	if cfg.NATSUser != "payworker" || users["payworker"] == "" || users["payworker"] != cfg.NATSPassword.Reveal() {
+		t.Errorf("the workers log in as %q with a password the server does not give that user", cfg.NATSUser)
+	}
+	demo := c.Services["demo-traffic"]
+	pwFile, _ := strings.CutPrefix(demo.Environment["NATS_PASSWORD_FILE"], "/run/secrets/")
+	if demo.Environment["NATS_USER"] != "operator" || !slices.Contains(demo.Secrets, pwFile) || users["operator"] != secretFile(pwFile) {
+		t.Errorf("the demo traffic logs in as %q with secret %q, want operator with the server's password", demo.Environment["NATS_USER"], pwFile)
 	}
 
 	// Grafana: the provisioned data source is the prometheus service, and
