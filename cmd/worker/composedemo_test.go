@@ -14,8 +14,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -286,8 +289,8 @@ func TestComposeDemo(t *testing.T) {
 	// with the passwords its entrypoint exports from the secrets, and its
 	// users are the ones the workers and the demo traffic log in as, with
 	// the passwords of their secret files.
-	nats := c.Services["nats"]
-	entry := strings.Join(nats.Entrypoint, " ")
+	natsSvc := c.Services["nats"]
+	entry := strings.Join(natsSvc.Entrypoint, " ")
 	m := regexp.MustCompile(`exec nats-server -c (\S+)`).FindStringSubmatch(entry)
 	if m == nil {
 		t.Fatalf("the nats service's entrypoint %q runs no nats-server -c <file>", entry)
@@ -307,7 +310,7 @@ func TestComposeDemo(t *testing.T) {
 	}
 	for _, role := range []string{"payworker", "orderservice", "operator"} {
 		v, secret := strings.ToUpper(role)+"_NATS_PASSWORD", role+"_nats_password"
-		if !strings.Contains(entry, v+`="$(cat /run/secrets/`+secret+`)"`) || !slices.Contains(nats.Secrets, secret) {
+		if !strings.Contains(entry, v+`="$(cat /run/secrets/`+secret+`)"`) || !slices.Contains(natsSvc.Secrets, secret) {
 			t.Errorf("the nats service does not export %s from its secret %s", v, secret)
 		}
 		t.Setenv(v, secretFile(secret))
@@ -316,8 +319,8 @@ func TestComposeDemo(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nats-server's configuration %s: %v", m[1], err)
 	}
-	if !opts.JetStream || opts.StoreDir != "/data" || !slices.Contains(nats.Volumes, "nats-data:/data") {
-		t.Errorf("nats-server: JetStream %v in %q, volumes %q; want JetStream on the nats-data volume at /data", opts.JetStream, opts.StoreDir, nats.Volumes)
+	if !opts.JetStream || opts.StoreDir != "/data" || !slices.Contains(natsSvc.Volumes, "nats-data:/data") {
+		t.Errorf("nats-server: JetStream %v in %q, volumes %q; want JetStream on the nats-data volume at /data", opts.JetStream, opts.StoreDir, natsSvc.Volumes)
 	}
 	users := map[string]string{}
 	for _, u := range opts.Users {
@@ -330,6 +333,31 @@ func TestComposeDemo(t *testing.T) {
 	pwFile, _ := strings.CutPrefix(demo.Environment["NATS_PASSWORD_FILE"], "/run/secrets/")
 	if demo.Environment["NATS_USER"] != "operator" || !slices.Contains(demo.Secrets, pwFile) || users["operator"] != secretFile(pwFile) {
 		t.Errorf("the demo traffic logs in as %q with secret %q, want operator with the server's password", demo.Environment["NATS_USER"], pwFile)
+	}
+	// The configuration runs: the workers' user logs in and reaches
+	// JetStream (on a temporary store and free ports instead of the
+	// container's).
+	opts.StoreDir, opts.Port, opts.HTTPPort = t.TempDir(), -1, -1
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatalf("nats-server with %s: %v", m[1], err)
+	}
+	go srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatalf("nats-server with %s did not start", m[1])
+	}
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserInfo(cfg.NATSUser, cfg.NATSPassword.Reveal()), nats.CustomInboxPrefix(cfg.NATSInboxPrefix))
+	if err != nil {
+		t.Fatalf("the workers' login: %v", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.AccountInfo(t.Context()); err != nil {
+		t.Errorf("JetStream account info as %s: %v", cfg.NATSUser, err)
 	}
 
 	// Grafana: the provisioned data source is the prometheus service, and
