@@ -154,6 +154,14 @@ type Config struct {
 	// gateway's circuit opened its commands wait in JetStream without
 	// spending their retry budget (0: not at all).
 	GatewayOutageWait time.Duration
+	// BreakerFailures, BreakerCoolDown and BreakerMaxCoolDown are
+	// GATEWAY_BREAKER_FAILURES, GATEWAY_BREAKER_COOLDOWN and
+	// GATEWAY_BREAKER_MAX_COOLDOWN: a gateway's circuit opens after that many
+	// failed calls in a row (or 80 % of at least 20 calls in 10 s), stays open
+	// the cool-down, doubled after each failed probe up to the maximum.
+	BreakerFailures    int
+	BreakerCoolDown    time.Duration
+	BreakerMaxCoolDown time.Duration
 	// PaymentOptionsRateLimit and SIBSRateLimit are
 	// PAYMENTOPTIONS_RATE_LIMIT and SIBS_RATE_LIMIT: requests per second to
 	// that gateway for the whole fleet, status calls included (0: no limit).
@@ -268,6 +276,9 @@ func (c Config) LogValue() slog.Value {
 		slog.Duration("retry_max_interval", c.RetryMaxInterval),
 		slog.Duration("gateway_timeout", c.GatewayTimeout),
 		slog.Duration("gateway_outage_wait", c.GatewayOutageWait),
+		slog.Int("gateway_breaker_failures", c.BreakerFailures),
+		slog.Duration("gateway_breaker_cooldown", c.BreakerCoolDown),
+		slog.Duration("gateway_breaker_max_cooldown", c.BreakerMaxCoolDown),
 		slog.Int("paymentoptions_rate_limit", c.PaymentOptionsRateLimit),
 		slog.Int("sibs_rate_limit", c.SIBSRateLimit),
 		slog.Duration("shutdown_timeout", c.ShutdownTimeout),
@@ -542,6 +553,12 @@ func settings() []setting {
 			set: func(c *Config, v string) (err error) { c.SIBSSettle, err = nonNegativeDuration(v); return err }},
 		{name: "GATEWAY_OUTAGE_WAIT", def: "30m", desc: "while a gateway's circuit is open, its commands wait in JetStream without spending their retry budget, for up to this long after it opened; then they may be dead-lettered as gateway_unavailable (0 = no pause)",
 			set: func(c *Config, v string) (err error) { c.GatewayOutageWait, err = nonNegativeDuration(v); return err }},
+		{name: "GATEWAY_BREAKER_FAILURES", def: "10", desc: "a gateway's circuit opens after this many calls in a row fail (transport errors, timeouts, 5xx), or 80 % of at least 20 calls in 10 s",
+			set: func(c *Config, v string) (err error) { c.BreakerFailures, err = intIn(v, 1, 10_000); return err }},
+		{name: "GATEWAY_BREAKER_COOLDOWN", def: "5s", desc: "how long an opened circuit waits before a probe call; doubled after each failed probe",
+			set: func(c *Config, v string) (err error) { c.BreakerCoolDown, err = positiveDuration(v); return err }},
+		{name: "GATEWAY_BREAKER_MAX_COOLDOWN", def: "60s", desc: "the longest cool-down, at least GATEWAY_BREAKER_COOLDOWN",
+			set: func(c *Config, v string) (err error) { c.BreakerMaxCoolDown, err = positiveDuration(v); return err }},
 		{name: "PAYMENTOPTIONS_RATE_LIMIT", def: "0", desc: "requests per second to PaymentOptions for the whole fleet, status calls included (0 = unlimited)",
 			set: func(c *Config, v string) (err error) {
 				c.PaymentOptionsRateLimit, err = intIn(v, 0, 1_000_000)
@@ -704,6 +721,10 @@ func parseConfig(args []string, getenv func(string) string, readFile func(string
 	if valid("EVENTS_MAX_AGE", "DUPLICATE_WINDOW") && c.Streams.EventsMaxAge < c.Streams.DuplicateWindow {
 		fail("EVENTS_MAX_AGE", fmt.Errorf("%s is shorter than DUPLICATE_WINDOW %s; JetStream needs the window within the max age",
 			raw["EVENTS_MAX_AGE"], c.Streams.DuplicateWindow))
+	}
+	if valid("GATEWAY_BREAKER_COOLDOWN", "GATEWAY_BREAKER_MAX_COOLDOWN") && c.BreakerMaxCoolDown < c.BreakerCoolDown {
+		fail("GATEWAY_BREAKER_MAX_COOLDOWN", fmt.Errorf("%s is shorter than GATEWAY_BREAKER_COOLDOWN %s; the cool-down only grows",
+			raw["GATEWAY_BREAKER_MAX_COOLDOWN"], c.BreakerCoolDown))
 	}
 	if valid("DLQ_MAX_AGE", "IDEMPOTENCY_TTL") && c.Streams.DLQMaxAge <= c.IdempotencyTTL {
 		fail("DLQ_MAX_AGE", fmt.Errorf("%s is not longer than IDEMPOTENCY_TTL %s; dead letters must outlive their keys so that an uncertain one can still be replayed and reconciled",

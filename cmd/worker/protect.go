@@ -27,7 +27,12 @@ func (a *app) protection(ctx context.Context, gateways map[string]handlers.Gatew
 	pm := metrics.NewProtection(a.reg, names...)
 	breakers := make(map[string]*breaker.Breaker, len(names))
 	for _, name := range names {
-		breakers[name] = breaker.New(breaker.Settings{OnChange: a.circuitChanged(name, pm)})
+		breakers[name] = breaker.New(breaker.Settings{
+			ConsecutiveFailures: a.cfg.BreakerFailures,
+			CoolDown:            a.cfg.BreakerCoolDown,
+			MaxCoolDown:         a.cfg.BreakerMaxCoolDown,
+			OnChange:            a.circuitChanged(name, pm),
+		})
 	}
 
 	limits := map[string]int{}

@@ -2,12 +2,17 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/payworker/payworker/internal/breaker"
 	"github.com/payworker/payworker/internal/events"
+	"github.com/payworker/payworker/internal/handlers"
 )
 
 func TestParseConfigGatewayProtection(t *testing.T) {
@@ -146,4 +151,49 @@ func countKind(evs []storedEvent, kind events.Kind) int {
 		}
 	}
 	return n
+}
+
+// TestBreakerSettings: GATEWAY_BREAKER_* reach each gateway's circuit: it
+// opens after GATEWAY_BREAKER_FAILURES failures in a row, not one before,
+// and stays open GATEWAY_BREAKER_COOLDOWN.
+func TestBreakerSettings(t *testing.T) {
+	c, err := parse(nil, env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BreakerFailures != 10 || c.BreakerCoolDown != 5*time.Second || c.BreakerMaxCoolDown != time.Minute {
+		t.Errorf("defaults %d, %v, %v; want 10, 5s, 1m", c.BreakerFailures, c.BreakerCoolDown, c.BreakerMaxCoolDown)
+	}
+	if _, err := parse(nil, env{"GATEWAY_BREAKER_COOLDOWN": "2m"}); err == nil ||
+		err.Error() != "GATEWAY_BREAKER_MAX_COOLDOWN: 60s is shorter than GATEWAY_BREAKER_COOLDOWN 2m0s; the cool-down only grows" {
+		t.Errorf("a cool-down above its maximum: %v, want an error naming GATEWAY_BREAKER_MAX_COOLDOWN", err)
+	}
+	if _, err := parse(nil, env{"GATEWAY_BREAKER_FAILURES": "0"}); err == nil || !strings.HasPrefix(err.Error(), "GATEWAY_BREAKER_FAILURES: ") {
+		t.Errorf("GATEWAY_BREAKER_FAILURES=0: %v, want an error naming it", err)
+	}
+
+	c, err = parse(nil, env{"GATEWAY_BREAKER_FAILURES": "3", "GATEWAY_BREAKER_COOLDOWN": "40s", "GATEWAY_BREAKER_MAX_COOLDOWN": "5m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &app{cfg: c, log: slog.New(slog.DiscardHandler), reg: prometheus.NewRegistry()}
+	breakers, _, err := a.protection(t.Context(), map[string]handlers.Gateway{"paymentoptions": nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := breakers["paymentoptions"]
+	for i := range 3 {
+		if b.State() != breaker.Closed {
+			t.Fatalf("circuit %v after %d failures, want closed until 3", b.State(), i)
+		}
+		p, _, ok := b.Allow()
+		if !ok {
+			t.Fatalf("call %d refused by a closed circuit", i+1)
+		}
+		p.Done(breaker.Failure)
+	}
+	_, wait, ok := b.Allow()
+	if b.State() != breaker.Open || ok || wait < 30*time.Second || wait > 40*time.Second {
+		t.Errorf("after 3 failures: state %v, a call allowed %v, wait %v; want open for 40s", b.State(), ok, wait)
+	}
 }
