@@ -101,7 +101,13 @@ func readEnvFile(t *testing.T, name string) map[string]string {
 // vars, as `docker compose --env-file` would.
 func loadCompose(t *testing.T, vars map[string]string) (composeFile, error) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, "docker-compose.yml"))
+	return loadComposeFile(t, "docker-compose.yml", vars)
+}
+
+// loadComposeFile reads the compose file name as loadCompose does.
+func loadComposeFile(t *testing.T, name string, vars map[string]string) (composeFile, error) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repoRoot, name))
 	if err != nil {
 		t.Fatal(err)
 	}
