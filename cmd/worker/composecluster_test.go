@@ -71,7 +71,12 @@ func TestComposeCluster(t *testing.T) {
 		line := strings.NewReplacer(`"$NATS_SERVER_NAME"`, svc.Environment["NATS_SERVER_NAME"], `"$NATS_ROUTES"`, svc.Environment["NATS_ROUTES"],
 			"/etc/nats/", filepath.Join(repoRoot, "deploy/nats")+"/").Replace(m[1])
 		args := strings.Fields(line)[1:]
+		// ConfigureOptions keeps the command line's options in the package
+		// variable FlagSnapshot, which every later config reload in this
+		// process would apply: put it back.
+		snapshot := server.FlagSnapshot
 		opts, err := server.ConfigureOptions(flag.NewFlagSet("nats-server", flag.ContinueOnError), args, nil, nil, nil)
+		server.FlagSnapshot = snapshot
 		if err != nil {
 			t.Fatalf("%s: nats-server %s: %v", n, strings.Join(args, " "), err)
 		}
