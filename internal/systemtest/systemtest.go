@@ -131,8 +131,28 @@ func Start(t testing.TB, o Options) *System {
 	for i := range o.Workers {
 		s.StartWorker(t, fmt.Sprintf("w%d", i), o)
 	}
+	if o.Workers > 0 {
+		s.waitConsumer(t)
+	}
 	s.follow(t)
 	return s
+}
+
+// waitConsumer waits until a worker has created the shared consumer, so that
+// a test may read its state (the ack floor) as soon as Start returns.
+func (s *System) waitConsumer(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := s.JS.Consumer(context.Background(), s.Streams.Commands, s.Streams.Consumer)
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no worker created the shared consumer %s: %v", s.Streams.Consumer, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // StartWorker runs one more worker named id; stop (also run at cleanup) stops it
