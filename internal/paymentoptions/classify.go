@@ -26,16 +26,16 @@ var successCode = map[gateway.Operation]string{
 //	|-------------------------------------------------|-----------|-----------------------------------------------------------|
 //	| 429                                             | Retryable | rate limited before processing; wait Retry-After          |
 //	| 503                                             | Retryable | service unavailable: the request was not processed        |
+//	| 408, whatever its body says                     | Unknown   | the timeout may come from a proxy after forwarding        |
 //	| success:false, response_code 68 or 676–705      | Unknown   | acquirer timed out / "result unclear": may be applied     |
 //	| success:false, response_code 94                 | Unknown   | duplicate transmission: an earlier one may be applied     |
 //	| success:false, response_code 443–460            | Retryable | acquirer's "try again": refused now, not applied          |
 //	| success:false, code or response_code Err3001–15 | Declined  | risk block: final                                         |
 //	| 2xx, body not decodable                         | Unknown   | cannot tell what the gateway did                          |
 //	| 201, success:true, the operation's INFO code,   | Succeeded | the documented success                                    |
-//	|   response_code 0 or absent                     |           |                                                           |
+//	|   response_code 0, absent or empty              |           |                                                           |
 //	| 2xx, success:true, anything else                | Unknown   | says success in an undocumented way: do not guess         |
 //	| 2xx, success:false                              | Declined  | the gateway answered and refused (SPEC §5)                |
-//	| 408                                             | Unknown   | the timeout may come from a proxy after forwarding        |
 //	| other 4xx, success:true                         | Unknown   | contradicts itself: do not guess                          |
 //	| other 4xx (400, 401, 404, 406, 412, ...)        | Declined  | refused (SPEC §1 reading (b)); not applied, final         |
 //	| 500, 502, 504, other 5xx, 1xx, 3xx              | Unknown   | may have been applied before the error: reconcile first   |
@@ -51,12 +51,17 @@ func classify(op gateway.Operation, status int, retryAfter string, body []byte, 
 	}
 	refused := decodeErr == nil && !ans.Success
 	rc, hasRC := number(ans.PaymentDetails.ResponseCode)
+	// A response_code that is there but not a whole number ("05A", "n/a")
+	// is no proof of success: only 0 or none is. An empty one is none.
+	oddRC := !hasRC && ans.PaymentDetails.ResponseCode.Trim() != ""
 	is2xx := status >= 200 && status <= 299
 
 	switch {
 	case status == http.StatusTooManyRequests, status == http.StatusServiceUnavailable:
 		res.Outcome = gateway.Retryable
 		res.RetryAfter = gateway.ParseRetryAfter(retryAfter, now)
+	case status == http.StatusRequestTimeout:
+		res.Outcome = gateway.Unknown
 	case refused && hasRC && (rc == 68 || rc >= 676 && rc <= 705):
 		res.Outcome = gateway.Unknown
 	case refused && hasRC && rc == 94:
@@ -69,15 +74,13 @@ func classify(op gateway.Operation, status int, retryAfter string, body []byte, 
 		res.Outcome = gateway.Unknown
 		res.Err = fmt.Errorf("paymentoptions: %s: decode answer: %w", op, decodeErr)
 	case is2xx && ans.Success:
-		if status == http.StatusCreated && res.Code == successCode[op] && (!hasRC || rc == 0) {
+		if status == http.StatusCreated && res.Code == successCode[op] && (!hasRC && !oddRC || hasRC && rc == 0) {
 			res.Outcome = gateway.Succeeded
 		} else {
 			res.Outcome = gateway.Unknown
 		}
 	case is2xx:
 		res.Outcome = gateway.Declined
-	case status == http.StatusRequestTimeout:
-		res.Outcome = gateway.Unknown
 	case status >= 400 && status <= 499 && decodeErr == nil && ans.Success:
 		res.Outcome = gateway.Unknown
 	case status >= 400 && status <= 499:

@@ -32,8 +32,8 @@ type view struct {
 	} `json:"payment_details"`
 }
 
-// responseCodeZero reports a response_code that is absent, null, or the
-// whole number 0 as a JSON number or string.
+// responseCodeZero reports a response_code that is absent, null, an empty
+// or blank string, or the whole number 0 as a JSON number or string.
 func (v view) responseCodeZero() bool {
 	raw := strings.TrimSpace(string(v.PaymentDetails.ResponseCode))
 	if raw == "" || raw == "null" {
@@ -42,6 +42,9 @@ func (v view) responseCodeZero() bool {
 	var s string
 	if json.Unmarshal(v.PaymentDetails.ResponseCode, &s) != nil {
 		s = raw
+	}
+	if strings.TrimSpace(s) == "" {
+		return true
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(s))
 	return err == nil && n == 0
@@ -78,6 +81,8 @@ func FuzzClassifyAnswer(f *testing.F) {
 		{201, body(true, 201, "INFO0003", `"0"`), ""},
 		{201, body(true, 201, "INFO0001", `" 00 "`), ""},
 		{201, body(true, 201, "INFO0001", "680"), ""},
+		{201, body(true, 201, "INFO0001", `""`), ""},
+		{201, body(true, 201, "INFO0001", `"05A"`), ""},
 		{200, body(false, 200, "ERR0680", "680"), ""},
 		{400, body(false, 400, "ERR0400", "450"), ""},
 		{500, body(false, 500, "ERR0400", "450"), ""},
