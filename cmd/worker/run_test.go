@@ -36,21 +36,7 @@ type running struct {
 // when the test ends. Its log is printed if the test fails.
 func startRun(t testing.TB, e env) *running {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{t: t, cancel: cancel, done: make(chan error, 1), stderr: &testenv.LogBuffer{}, env: e}
-	go func() { r.done <- run(ctx, []string{"worker"}, e.get, io.Discard, r.stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-r.done:
-		case <-time.After(time.Minute):
-			t.Errorf("worker still running a minute after SIGTERM")
-		}
-		if t.Failed() {
-			t.Logf("worker log:\n%s", r.stderr.String())
-		}
-	})
-	return r
+	return startRunTo(t, e, &testenv.LogBuffer{})
 }
 
 // stop sends SIGTERM and returns how long run took to return, and its error.
