@@ -426,3 +426,40 @@ func wantDeadLetter(t *testing.T, s *systemtest.System, key string, entry jetstr
 		t.Errorf("record %s (uncertain %t), want released, uncertain %t", rec.State, rec.Uncertain, uncertain)
 	}
 }
+
+// TestPublishFailRejection: a message that fails validation while
+// PAYMENT_DLQ refuses writes is never terminated without its DLQ copy: the
+// handler retries the copy for at most the ack wait, hands the message back,
+// and once the DLQ accepts it is kept there with its rejected event.
+func TestPublishFailRejection(t *testing.T) {
+	tr := &tracer{}
+	o := publishFailOptions(true, tr)
+	logs := &testenv.LogBuffer{}
+	o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	s := systemtest.Start(t, o)
+	restore := refuseWrites(t, s.JS, s.Streams.DLQ, s.Streams.DLQSubject("probe"))
+
+	s.PublishRaw(t, s.Streams.CommandSubject("capture"), []byte(`{"command_id":"bad-1","type":"capture"`), "bad-1")
+	seq := lastCommandSeq(t, s)
+	const why = "while PAYMENT_DLQ refused its copy"
+	waitUnacked(t, s, seq, 3*o.AckWait, "the rejection to give up storing its DLQ copy after the ack wait", why, func() bool {
+		return strings.Contains(logs.String(), `"msg":"rejected message not stored in the DLQ; left for redelivery"`)
+	})
+	if n := len(readStream(t, s.JS, s.Streams.DLQ)); n != 0 {
+		t.Fatalf("DLQ entries while it refuses = %d", n)
+	}
+
+	restore()
+	waitUntil(t, 30*time.Second, "the rejected event", func() bool {
+		for _, ev := range readEvents(t, s) {
+			if ev.Event.Type == events.Rejected.Type() {
+				return true
+			}
+		}
+		return false
+	})
+	settleWithin(t, s, 30*time.Second)
+	if n := len(readStream(t, s.JS, s.Streams.DLQ)); n != 1 {
+		t.Errorf("DLQ entries = %d, want the rejected message once", n)
+	}
+}
