@@ -83,10 +83,11 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) {
 		}, start)
 		return
 	}
-	log := h.log.With(
+	log := h.log.With(append([]any{
 		slog.String("command_id", cmd.CommandID), slog.String("type", string(cmd.Type)),
 		slog.String("idempotency_key", cmd.Key()), slog.String("merchant_id", cmd.MerchantID),
-		slog.String("transaction_id", cmd.TransactionID), slog.String("gateway", gwName)).With(tracing.LogArgs(ctx)...)
+		slog.String("transaction_id", cmd.TransactionID), slog.String("gateway", gwName)},
+		tracing.LogArgs(ctx)...)...)
 	d := &delivery{msg: msg, meta: meta, cmd: cmd, gwName: gwName, gw: gw, log: log, start: start}
 
 	cctx, claimSpan := h.cfg.Tracer.Start(ctx, "idempotency claim")
