@@ -172,11 +172,37 @@ func (h HTTP) Send(ctx context.Context, method, url string, header http.Header, 
 		return Exchange{Written: written.Load(), Err: err}
 	}
 	defer resp.Body.Close()
-	ans, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer+1))
+	ans, err := readAnswer(resp.Body, resp.ContentLength)
 	if err == nil && len(ans) > maxAnswer {
 		err = fmt.Errorf("answer larger than %d bytes", maxAnswer)
 	}
 	return Exchange{Status: resp.StatusCode, Header: resp.Header, Body: ans, Written: true, Err: err}
+}
+
+// readAnswer reads at most maxAnswer+1 bytes of r, like io.ReadAll but into
+// a buffer sized from the answer's Content-Length when it has one (-1 when
+// unknown), so that a whole answer costs one allocation instead of a
+// doubling series from 512 bytes.
+func readAnswer(r io.Reader, contentLength int64) ([]byte, error) {
+	size := 512
+	if contentLength >= 0 && contentLength <= maxAnswer {
+		size = int(contentLength) + 1 // room to read the EOF without growing
+	}
+	b := make([]byte, 0, size)
+	r = io.LimitReader(r, maxAnswer+1)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // ClassifyTransport maps an attempt of op at the gateway gatewayName that

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -230,5 +231,46 @@ func TestSendWrittenThenDropped(t *testing.T) {
 	ex := h.Send(context.Background(), http.MethodPost, "http://"+ln.Addr().String()+"/op", nil, []byte(`{}`))
 	if ex.Status != 0 || !ex.Written || ex.Err == nil {
 		t.Errorf("dropped after the request: %+v, want status 0, written, an error", ex)
+	}
+}
+
+// TestReadAnswer: the answer is read whole whatever Content-Length says,
+// up to maxAnswer+1 bytes, and a declared length costs one buffer.
+func TestReadAnswer(t *testing.T) {
+	body := strings.Repeat("x", 1100)
+	for _, tc := range []struct {
+		name string
+		body string
+		cl   int64
+		want int
+	}{
+		{"exact length", body, int64(len(body)), len(body)},
+		{"unknown length", body, -1, len(body)},
+		{"length understated", body, 10, len(body)},
+		{"length overstated", body, 5000, len(body)},
+		{"empty", "", 0, 0},
+		{"larger than allowed", strings.Repeat("y", maxAnswer+100), maxAnswer + 100, maxAnswer + 1},
+		{"larger than allowed, unknown length", strings.Repeat("y", maxAnswer+100), -1, maxAnswer + 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := readAnswer(strings.NewReader(tc.body), tc.cl)
+			if err != nil || len(got) != tc.want || string(got) != tc.body[:tc.want] {
+				t.Errorf("readAnswer = %d bytes, %v; want the first %d", len(got), err, tc.want)
+			}
+		})
+	}
+	errRead := errors.New("connection reset")
+	if _, err := readAnswer(io.MultiReader(strings.NewReader("{"), iotest.ErrReader(errRead)), -1); !errors.Is(err, errRead) {
+		t.Errorf("readAnswer after a read error = %v, want it", err)
+	}
+	r := strings.NewReader(body)
+	allocs := testing.AllocsPerRun(100, func() {
+		r.Reset(body)
+		if _, err := readAnswer(r, int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 2 {
+		t.Errorf("readAnswer of a %d-byte answer with its length: %.0f allocations, want at most 2 (the buffer and the limit)", len(body), allocs)
 	}
 }
