@@ -14,7 +14,7 @@ const burst = 10_000
 // pacedFor is how long the half-capacity load lasts.
 const pacedFor = 3 * time.Second
 
-// BenchmarkProcess measures one worker process against two floors, every
+// BenchmarkProcess measures one worker process against three floors, every
 // server its own process (nats-server built from the module, redis-server,
 // the sandbox gateway, the worker binary), on the same servers in the same
 // run (issue 10):
@@ -24,11 +24,17 @@ const pacedFor = 3 * time.Second
 //  2. the gateway floor: the same plus one capture call to the sandbox per
 //     message (keep-alive client, idle pool = in flight), as many in flight
 //     as the worker (WORKER_CONCURRENCY);
+//     2b. the store floor: the gateway floor plus the least Redis traffic of
+//     an idempotent pipeline, as a plain Watermill one makes (issue 10): per
+//     message SET claim NX with a 30s lease before the call (a command
+//     already claimed is acked without a call) and SET of the outcome, about
+//     200 bytes, before publishing the event; on the worker's redis-server,
+//     keys of its own, a connection per message in flight;
 //  3. the worker: 10,000 captures published at once, from the first publish
 //     to the 10,000th capture.succeeded event read from PAYMENT_EVENTS.
 //
 // Then the worker again at half its measured rate for 3s (paced publishing)
-// for the command-to-event latency. It reports the three rates, the worker's
+// for the command-to-event latency. It reports the four rates, the worker's
 // ratio to each floor (and, for default settings at 100ms, to Little's law,
 // concurrency ÷ latency), p50/p99 at half capacity, and per command of the
 // burst: the CPU time of the worker (and of each server, and of the
@@ -69,8 +75,10 @@ func BenchmarkProcess(b *testing.B) {
 			f := sum.mean(b.N)
 			b.ReportMetric(f.jsFloor, "jsfloor-msgs/s")
 			b.ReportMetric(f.gwFloor, "gwfloor-captures/s")
+			b.ReportMetric(f.storeFloor, "storefloor-captures/s")
 			b.ReportMetric(f.worker, "worker-captures/s")
 			b.ReportMetric(f.worker/f.gwFloor, "worker/gwfloor")
+			b.ReportMetric(f.worker/f.storeFloor, "worker/storefloor")
 			b.ReportMetric(f.worker/f.jsFloor, "worker/jsfloor")
 			if tc.littlesLaw {
 				little := float64(s.concurrency) / tc.latency.Seconds()
@@ -93,8 +101,8 @@ func BenchmarkProcess(b *testing.B) {
 
 // figures are one round's results (or their sum, or mean).
 type figures struct {
-	jsFloor, gwFloor, worker float64 // per second
-	pacedRate, p50, p99      float64 // per second, ms, ms
+	jsFloor, gwFloor, storeFloor, worker float64 // per second
+	pacedRate, p50, p99                  float64 // per second, ms, ms
 	// Per command of the worker's burst: CPU µs of each process, bytes the
 	// worker allocated; the machine's busy and system CPU in percent.
 	workerCPU, sandboxCPU, natsCPU, redisCPU, alloc float64
@@ -104,6 +112,7 @@ type figures struct {
 func (f *figures) add(g figures) {
 	f.jsFloor += g.jsFloor
 	f.gwFloor += g.gwFloor
+	f.storeFloor += g.storeFloor
 	f.worker += g.worker
 	f.pacedRate += g.pacedRate
 	f.p50 += g.p50
@@ -120,14 +129,14 @@ func (f *figures) add(g figures) {
 func (f figures) mean(n int) figures {
 	d := float64(n)
 	return figures{
-		jsFloor: f.jsFloor / d, gwFloor: f.gwFloor / d, worker: f.worker / d,
+		jsFloor: f.jsFloor / d, gwFloor: f.gwFloor / d, storeFloor: f.storeFloor / d, worker: f.worker / d,
 		pacedRate: f.pacedRate / d, p50: f.p50 / d, p99: f.p99 / d,
 		workerCPU: f.workerCPU / d, sandboxCPU: f.sandboxCPU / d, natsCPU: f.natsCPU / d,
 		redisCPU: f.redisCPU / d, alloc: f.alloc / d, busy: f.busy / d, system: f.system / d,
 	}
 }
 
-// round measures the two floors, the worker's burst and the worker at half
+// round measures the floors, the worker's burst and the worker at half
 // that rate, with fresh authorisations (made with no gateway latency, which
 // is then set to latency) and command ids starting with prefix.
 func (s *system) round(ctx context.Context, prefix string, latency time.Duration) figures {
@@ -145,14 +154,16 @@ func (s *system) round(ctx context.Context, prefix string, latency time.Duration
 		}
 		return ids
 	}
-	floorAuths, workerAuths := auths(burst), auths(burst)
+	floorAuths, storeAuths, workerAuths := auths(burst), auths(burst), auths(burst)
 	var f figures
 
 	var use cpuUse
-	f.jsFloor, use = s.floor(ctx, prefix+"-raw", captures(prefix+"-raw", floorAuths), floorPending, nil)
+	f.jsFloor, use = s.floor(ctx, prefix+"-raw", captures(prefix+"-raw", floorAuths), floorPending, nil, nil)
 	b.Logf("%s raw JetStream floor (%d pending): %.0f msgs/s; %s", prefix, floorPending, f.jsFloor, use.describe(burst))
-	f.gwFloor, use = s.floor(ctx, prefix+"-gw", captures(prefix+"-gw", floorAuths), s.concurrency, s.gateway)
+	f.gwFloor, use = s.floor(ctx, prefix+"-gw", captures(prefix+"-gw", floorAuths), s.concurrency, s.gateway, nil)
 	b.Logf("%s gateway floor (%d in flight): %.0f captures/s; %s", prefix, s.concurrency, f.gwFloor, use.describe(burst))
+	f.storeFloor, use = s.floor(ctx, prefix+"-store", captures(prefix+"-store", storeAuths), s.concurrency, s.gateway, s.store)
+	b.Logf("%s store floor (%d in flight, Redis SET NX + SET): %.0f captures/s; %s", prefix, s.concurrency, f.storeFloor, use.describe(burst))
 
 	stopPerf := perfRecord(b, s.worker.pid(), strings.NewReplacer("/", "_", "=", "").Replace(b.Name())+"-"+prefix)
 	w := s.load(ctx, captures(prefix+"-w", workerAuths), 0, 100*time.Second)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -84,11 +85,12 @@ type floorCommand struct {
 // floor measures what the servers allow without the worker: cmds are
 // stored first (not timed) on a subject of their own; then a pull consumer
 // with inFlight messages pending does, for each, in inFlight goroutines:
-// decode → (with gateway, one capture call to the sandbox) → publish one
+// decode → (with store, claim the command) → (with gateway, one capture
+// call to the sandbox) → (with store, record the outcome) → publish one
 // event and wait for its PubAck → Ack (a plain ack, one write, not
 // DoubleAck). It returns the messages per second, from the consumer's
 // creation to the last ack sent, and the CPU used meanwhile.
-func (s *system) floor(ctx context.Context, name string, cmds []command, inFlight int, gateway *gatewayClient) (float64, cpuUse) {
+func (s *system) floor(ctx context.Context, name string, cmds []command, inFlight int, gateway *gatewayClient, store *floorStore) (float64, cpuUse) {
 	s.b.Helper()
 	subject := floorCmdPrefix + name
 	for _, c := range cmds {
@@ -153,7 +155,7 @@ func (s *system) floor(ctx context.Context, name string, cmds []command, inFligh
 	for range inFlight {
 		g.Go(func() error {
 			for m := range work {
-				if err := s.floorOne(gctx, m, gateway); err != nil {
+				if err := s.floorOne(gctx, m, gateway, store); err != nil {
 					return err
 				}
 				if done.Add(1) == int64(len(cmds)) {
@@ -181,10 +183,19 @@ func (s *system) floor(ctx context.Context, name string, cmds []command, inFligh
 const floorTimeout = 90 * time.Second
 
 // floorOne handles one floor message.
-func (s *system) floorOne(ctx context.Context, m jetstream.Msg, gateway *gatewayClient) error {
+func (s *system) floorOne(ctx context.Context, m jetstream.Msg, gateway *gatewayClient, store *floorStore) error {
 	var c floorCommand
 	if err := json.Unmarshal(m.Data(), &c); err != nil {
 		return err
+	}
+	if store != nil {
+		claimed, err := store.claim(ctx, c.CommandID)
+		if err != nil {
+			return fmt.Errorf("claim %s: %w", c.CommandID, err)
+		}
+		if !claimed {
+			return m.Ack() // a duplicate: its holder captures and publishes
+		}
 	}
 	ref := "none"
 	if gateway != nil {
@@ -193,8 +204,14 @@ func (s *system) floorOne(ctx context.Context, m jetstream.Msg, gateway *gateway
 			return err
 		}
 	}
+	eventID := "evt-" + c.CommandID
+	if store != nil {
+		if err := store.record(ctx, c.CommandID, eventID, ref); err != nil {
+			return fmt.Errorf("record %s: %w", c.CommandID, err)
+		}
+	}
 	body, err := json.Marshal(floorEvent{
-		SpecVersion: "1.0", ID: "evt-" + c.CommandID, Source: "urn:payworker:benchproc:floor",
+		SpecVersion: "1.0", ID: eventID, Source: "urn:payworker:benchproc:floor",
 		Type: "payments.capture.succeeded", Subject: c.TransactionID, Time: time.Now().UTC(),
 		DataContentType: "application/json",
 		Data: floorEventData{
@@ -209,8 +226,69 @@ func (s *system) floorOne(ctx context.Context, m jetstream.Msg, gateway *gateway
 		return err
 	}
 	if _, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: floorEvtPrefix + "capture.succeeded", Data: body},
-		jetstream.WithMsgID("evt-"+c.CommandID)); err != nil {
+		jetstream.WithMsgID(eventID)); err != nil {
 		return fmt.Errorf("publish event: %w", err)
 	}
 	return m.Ack()
+}
+
+// floorStore is the store floor's idempotency: the least Redis traffic of
+// any idempotent pipeline (a plain Watermill one with Redis SETNX, issue
+// 10), one claim before the gateway call and one outcome write after it,
+// with none of the worker's guarantees: no fencing token, no lease
+// renewal, no detection of a lost record. Its keys are
+// <prefix>claim:<command_id>, apart from the worker's.
+type floorStore struct {
+	rdb    *redis.Client
+	prefix string
+	holder string // the claim's value
+}
+
+// The claim's lease and the outcome's lifetime. go-redis sends whole
+// seconds as EX (EX 30 is PX 30000).
+const (
+	floorClaimTTL   = 30 * time.Second
+	floorOutcomeTTL = 24 * time.Hour
+)
+
+// newFloorStore connects to the Redis at addr with one connection per
+// message in flight.
+func newFloorStore(addr string, inFlight int) *floorStore {
+	return &floorStore{
+		rdb:    redis.NewClient(&redis.Options{Addr: addr, PoolSize: inFlight}),
+		prefix: "benchproc:storefloor:",
+		holder: "benchproc-storefloor",
+	}
+}
+
+func (st *floorStore) close() error { return st.rdb.Close() }
+
+// claim sets the command's key to the holder unless it exists (SET NX with
+// the claim's lease); false means the command is claimed already.
+func (st *floorStore) claim(ctx context.Context, commandID string) (bool, error) {
+	return st.rdb.SetNX(ctx, st.prefix+"claim:"+commandID, st.holder, floorClaimTTL).Result()
+}
+
+// floorOutcome is what the store floor records of a capture (about 200
+// bytes of JSON), in place of its claim.
+type floorOutcome struct {
+	EventID              string    `json:"event_id"`
+	Outcome              string    `json:"outcome"`
+	GatewayCode          string    `json:"gateway_code"`
+	GatewayTransactionID string    `json:"gateway_transaction_id"`
+	Attempts             int       `json:"attempts"`
+	RecordedAt           time.Time `json:"recorded_at"`
+}
+
+// record overwrites the command's claim with its outcome, kept for the
+// outcome's lifetime.
+func (st *floorStore) record(ctx context.Context, commandID, eventID, gatewayTxn string) error {
+	body, err := json.Marshal(floorOutcome{
+		EventID: eventID, Outcome: "succeeded", GatewayCode: "INFO0001", GatewayTransactionID: gatewayTxn,
+		Attempts: 1, RecordedAt: time.Now().UTC(),
+	})
+	if err != nil {
+		return err
+	}
+	return st.rdb.Set(ctx, st.prefix+"claim:"+commandID, body, floorOutcomeTTL).Err()
 }

@@ -41,6 +41,7 @@ type system struct {
 	// concurrency is the worker's WORKER_CONCURRENCY (set, or its default).
 	concurrency int
 	gateway     *gatewayClient
+	store       *floorStore // the store floor's, on the worker's redis-server
 	metricsURL  string
 	streams     streams.Config
 	nc          *nats.Conn
@@ -141,6 +142,8 @@ func startSystem(b *testing.B, bins binaries, concurrency int) *system {
 		b.Fatal(err)
 	}
 	s.gateway = newGatewayClient(sbURL, max(s.concurrency, authoriseParallel))
+	s.store = newFloorStore("127.0.0.1:"+strconv.Itoa(redisPort), s.concurrency)
+	b.Cleanup(func() { _ = s.store.close() })
 	s.events, err = follow(ctx, s.js, s.streams, s.asyncErrs)
 	if err != nil {
 		b.Fatal(err)
