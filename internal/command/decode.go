@@ -100,6 +100,16 @@ func invalid(code string, problems ...Problem) *InvalidError {
 // the message's type against subjectType. An empty subjectType accepts
 // either type.
 func Decode(subjectType string, data []byte) (*Command, error) {
+	if c, ok := decodeFast(subjectType, data); ok {
+		return c, nil
+	}
+	return decodeGeneral(subjectType, data)
+}
+
+// decodeGeneral is Decode for any message: it parses data into a document,
+// validates that against the schema and explains every rejection.
+// decodeFast, which Decode tries first, must return what it returns.
+func decodeGeneral(subjectType string, data []byte) (*Command, error) {
 	if len(data) > MaxSize {
 		return nil, invalid(CodeOversize, Problem{
 			Rule:    "oversize",

@@ -1,0 +1,402 @@
+package command
+
+import (
+	"time"
+	"unicode/utf8"
+)
+
+// maxAmount is the schemas' maximum amount, 2^53-1.
+const maxAmount = 9007199254740991
+
+// span is the content of a JSON string in a message, between its quotes,
+// as byte offsets; runes is its length in code points, as JSON Schema
+// counts it.
+type span struct{ start, end, runes int }
+
+// fastFields are the members decodeFast found, as spans of the message.
+type fastFields struct {
+	seen                                                 uint16
+	commandID, idempotencyKey, merchantID, transactionID span
+	currency, notes, originalTransactionTime             span
+	typ                                                  Type
+	gateway                                              string
+	amount                                               int64
+	// metadataBuf holds the key and the value of the first metadata
+	// members, metadataMore those of the others; metadataLen counts both.
+	metadataBuf  [16]span
+	metadataLen  int
+	metadataMore []span
+}
+
+// Bits of fastFields.seen, one per member of the schemas.
+const (
+	seenCommandID uint16 = 1 << iota
+	seenType
+	seenIdempotencyKey
+	seenMerchantID
+	seenTransactionID
+	seenAmount
+	seenCurrency
+	seenGateway
+	seenNotes
+	seenMetadata
+	seenOriginalTransactionTime
+)
+
+// commandAmount holds a command and its amount in one allocation.
+type commandAmount struct {
+	cmd    Command
+	amount int64
+}
+
+// decodeFast decodes a message in a single pass when it is a valid command
+// of the plainest form: one JSON object whose members are the schema's, each
+// at most once, with strings of printable UTF-8 without escapes, an amount
+// written as digits only, no original_transaction_time but the strict RFC
+// 3339 form (uppercase T and Z, at most nine fraction digits, second below
+// 60), and whitespace only between tokens. It then returns what
+// decodeGeneral returns, and ok; for anything else (including every message
+// decodeGeneral rejects) it returns ok false and decides nothing.
+func decodeFast(subjectType string, data []byte) (c *Command, ok bool) {
+	if len(data) > MaxSize {
+		return nil, false
+	}
+	var f fastFields
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return nil, false
+	}
+	for i++; ; {
+		key, next, ok := scanString(data, skipSpace(data, i))
+		if !ok {
+			return nil, false
+		}
+		if i = skipSpace(data, next); i >= len(data) || data[i] != ':' {
+			return nil, false
+		}
+		if i, ok = f.member(data, data[key.start:key.end], skipSpace(data, i+1)); !ok {
+			return nil, false
+		}
+		if i = skipSpace(data, i); i >= len(data) {
+			return nil, false
+		}
+		if data[i] == '}' {
+			break
+		}
+		if data[i] != ',' {
+			return nil, false
+		}
+		i++
+	}
+	if skipSpace(data, i+1) != len(data) || !f.valid(subjectType) {
+		return nil, false
+	}
+	return f.command(data)
+}
+
+// member reads the value of member key, which starts at data[i], and
+// returns the offset after it; ok is false for a value the schema's member
+// does not accept as it is written, an unknown member or a repeated one.
+func (f *fastFields) member(data, key []byte, i int) (next int, ok bool) {
+	var bit uint16
+	var dst *span
+	var minRunes, maxRunes int
+	switch string(key) {
+	case "command_id":
+		bit, dst, minRunes, maxRunes = seenCommandID, &f.commandID, 1, 64
+	case "idempotency_key":
+		bit, dst, minRunes, maxRunes = seenIdempotencyKey, &f.idempotencyKey, 1, 255
+	case "merchant_id":
+		bit, dst, minRunes, maxRunes = seenMerchantID, &f.merchantID, 1, 10
+	case "transaction_id":
+		bit, dst, minRunes, maxRunes = seenTransactionID, &f.transactionID, 1, 36
+	case "notes":
+		bit, dst, minRunes, maxRunes = seenNotes, &f.notes, 0, 128
+	case "currency":
+		bit, dst = seenCurrency, &f.currency
+	case "original_transaction_time":
+		bit, dst = seenOriginalTransactionTime, &f.originalTransactionTime
+	case "type":
+		bit = seenType
+	case "gateway":
+		bit = seenGateway
+	case "amount":
+		bit = seenAmount
+	case "metadata":
+		bit = seenMetadata
+	default:
+		return 0, false
+	}
+	if f.seen&bit != 0 {
+		return 0, false
+	}
+	f.seen |= bit
+	switch bit {
+	case seenAmount:
+		return f.scanAmount(data, i)
+	case seenMetadata:
+		return f.scanMetadata(data, i)
+	}
+	s, next, ok := scanString(data, i)
+	if !ok {
+		return 0, false
+	}
+	v := data[s.start:s.end]
+	switch bit {
+	case seenType:
+		switch string(v) {
+		case string(Capture):
+			f.typ = Capture
+		case string(Void):
+			f.typ = Void
+		default:
+			return 0, false
+		}
+	case seenGateway:
+		switch string(v) {
+		case "paymentoptions":
+			f.gateway = "paymentoptions"
+		case "sibs":
+			f.gateway = "sibs"
+		default:
+			return 0, false
+		}
+	case seenCurrency:
+		if len(v) != 3 || !isUpper(v[0]) || !isUpper(v[1]) || !isUpper(v[2]) {
+			return 0, false
+		}
+	case seenOriginalTransactionTime:
+		if !strictDateTime(v) {
+			return 0, false
+		}
+	default:
+		if s.runes < minRunes || s.runes > maxRunes {
+			return 0, false
+		}
+	}
+	if dst != nil {
+		*dst = s
+	}
+	return next, true
+}
+
+// scanAmount reads an amount written as digits without a leading zero,
+// within the schemas' range.
+func (f *fastFields) scanAmount(data []byte, i int) (next int, ok bool) {
+	start := i
+	var n int64
+	for ; i < len(data) && '0' <= data[i] && data[i] <= '9'; i++ {
+		if i-start == 16 {
+			return 0, false
+		}
+		n = n*10 + int64(data[i]-'0')
+	}
+	if i == start || data[start] == '0' || n > maxAmount {
+		return 0, false
+	}
+	f.amount = n
+	return i, true
+}
+
+// scanMetadata reads an object whose members are all strings. Repeated
+// keys are found when the map is built.
+func (f *fastFields) scanMetadata(data []byte, i int) (next int, ok bool) {
+	if i >= len(data) || data[i] != '{' {
+		return 0, false
+	}
+	if i = skipSpace(data, i+1); i < len(data) && data[i] == '}' {
+		return i + 1, true
+	}
+	for {
+		key, next, ok := scanString(data, i)
+		if !ok {
+			return 0, false
+		}
+		if i = skipSpace(data, next); i >= len(data) || data[i] != ':' {
+			return 0, false
+		}
+		val, next, ok := scanString(data, skipSpace(data, i+1))
+		if !ok {
+			return 0, false
+		}
+		if f.metadataLen < len(f.metadataBuf) {
+			f.metadataBuf[f.metadataLen], f.metadataBuf[f.metadataLen+1] = key, val
+		} else {
+			f.metadataMore = append(f.metadataMore, key, val)
+		}
+		f.metadataLen += 2
+		if i = skipSpace(data, next); i >= len(data) {
+			return 0, false
+		}
+		if data[i] == '}' {
+			return i + 1, true
+		}
+		if data[i] != ',' {
+			return 0, false
+		}
+		i = skipSpace(data, i+1)
+	}
+}
+
+// valid checks what the members cannot check alone: the required members,
+// amount's dependency on currency, and the subject.
+func (f *fastFields) valid(subjectType string) bool {
+	required := seenCommandID | seenType | seenMerchantID | seenTransactionID
+	if f.typ == Capture {
+		required |= seenAmount
+	}
+	if f.seen&required != required {
+		return false
+	}
+	if f.seen&seenAmount != 0 && f.seen&seenCurrency == 0 {
+		return false
+	}
+	return subjectType == "" || subjectType == string(f.typ)
+}
+
+// command builds the command from the members of data, whose strings share
+// one copy of data.
+func (f *fastFields) command(data []byte) (*Command, bool) {
+	msg := string(data)
+	str := func(s span) string { return msg[s.start:s.end] }
+	ca := &commandAmount{cmd: Command{
+		CommandID:      str(f.commandID),
+		Type:           f.typ,
+		IdempotencyKey: str(f.idempotencyKey),
+		MerchantID:     str(f.merchantID),
+		TransactionID:  str(f.transactionID),
+		Currency:       str(f.currency),
+		Gateway:        f.gateway,
+		Notes:          str(f.notes),
+	}}
+	c := &ca.cmd
+	if f.seen&seenAmount != 0 {
+		ca.amount = f.amount
+		c.Amount = &ca.amount
+	}
+	if f.seen&seenMetadata != 0 {
+		c.Metadata = make(map[string]string, f.metadataLen/2)
+		members := f.metadataBuf[:min(f.metadataLen, len(f.metadataBuf))]
+		for _, kv := range [][]span{members, f.metadataMore} {
+			for j := 0; j < len(kv); j += 2 {
+				c.Metadata[str(kv[j])] = str(kv[j+1])
+			}
+		}
+		if len(c.Metadata) != f.metadataLen/2 {
+			return nil, false
+		}
+	}
+	if f.seen&seenOriginalTransactionTime != 0 {
+		t, err := time.Parse(time.RFC3339Nano, str(f.originalTransactionTime))
+		if err != nil {
+			return nil, false
+		}
+		c.OriginalTransactionTime = &t
+	}
+	return c, true
+}
+
+// skipSpace returns the offset of the first byte at or after i that is not
+// JSON whitespace.
+func skipSpace(data []byte, i int) int {
+	for ; i < len(data); i++ {
+		switch data[i] {
+		case ' ', '\t', '\n', '\r':
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// scanString reads the JSON string that starts at data[i] when it has
+// neither escapes nor control characters and is valid UTF-8, the strings
+// encoding/json decodes to their bytes unchanged; next is the offset after
+// its closing quote.
+func scanString(data []byte, i int) (s span, next int, ok bool) {
+	if i >= len(data) || data[i] != '"' {
+		return span{}, 0, false
+	}
+	start := i + 1
+	ascii := true
+	for i = start; i < len(data); i++ {
+		switch b := data[i]; {
+		case b == '"':
+			s = span{start: start, end: i, runes: i - start}
+			if !ascii {
+				v := data[start:i]
+				if !utf8.Valid(v) {
+					return span{}, 0, false
+				}
+				s.runes = utf8.RuneCount(v)
+			}
+			return s, i + 1, true
+		case b == '\\' || b < 0x20:
+			return span{}, 0, false
+		case b >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	return span{}, 0, false
+}
+
+func isUpper(b byte) bool { return 'A' <= b && b <= 'Z' }
+
+// strictDateTime reports whether v has the form
+// YYYY-MM-DDTHH:MM:SS[.F{1,9}](Z|±HH:MM) with a real date, an hour below 24,
+// minutes and seconds below 60 and an offset below 24 hours: a subset of
+// both the schemas' date-time format, leap seconds aside, and what
+// time.Parse reads as RFC 3339.
+func strictDateTime(v []byte) bool {
+	if len(v) < len("2006-01-02T15:04:05Z") {
+		return false
+	}
+	num := func(b []byte) int {
+		n := 0
+		for _, c := range b {
+			if c < '0' || c > '9' {
+				return -1
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n
+	}
+	year, month, day := num(v[0:4]), num(v[5:7]), num(v[8:10])
+	hour, minute, second := num(v[11:13]), num(v[14:16]), num(v[17:19])
+	if v[4] != '-' || v[7] != '-' || v[10] != 'T' || v[13] != ':' || v[16] != ':' ||
+		year < 0 || month < 1 || month > 12 || day < 1 || day > daysIn(year, month) ||
+		hour < 0 || hour > 23 || minute < 0 || minute > 59 || second < 0 || second > 59 {
+		return false
+	}
+	rest := v[19:]
+	if rest[0] == '.' {
+		n := 1
+		for n < len(rest) && '0' <= rest[n] && rest[n] <= '9' {
+			n++
+		}
+		if n == 1 || n > 10 {
+			return false
+		}
+		rest = rest[n:]
+	}
+	if len(rest) == 1 {
+		return rest[0] == 'Z'
+	}
+	return len(rest) == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':' &&
+		num(rest[1:3]) >= 0 && num(rest[1:3]) <= 23 && num(rest[4:6]) >= 0 && num(rest[4:6]) <= 59
+}
+
+// daysIn returns the number of days in month of year, in the proleptic
+// Gregorian calendar.
+func daysIn(year, month int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
