@@ -3,7 +3,6 @@
 package events
 
 import (
-	"encoding/json"
 	"time"
 
 	"github.com/google/uuid"
@@ -163,6 +162,3 @@ func New(kind Kind, id, source string, now time.Time, data Data) Event {
 		Data:            data,
 	}
 }
-
-// Marshal encodes the event as JSON.
-func (e Event) Marshal() ([]byte, error) { return json.Marshal(e) }

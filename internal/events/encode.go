@@ -1,0 +1,259 @@
+package events
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"unicode/utf8"
+)
+
+// AppendJSON appends the JSON of e to dst, byte for byte what json.Marshal
+// writes for an Event (field order, omitempty rules, sorted metadata keys,
+// HTML-safe string escaping, the time as time.Time.MarshalJSON writes it),
+// without reflection: it runs once per command on the hot path.
+// FuzzMarshal holds it to json.Marshal. It fails exactly when
+// json.Marshal does, with json.Marshal's error and dst unchanged: for a time
+// that RFC 3339 cannot represent (a year outside 0–9999, a zone offset of
+// 24 hours or more either way).
+func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
+	if out, ok := e.appendJSON(dst); ok {
+		return out, nil
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, data...), nil
+}
+
+// Marshal encodes the event as JSON: the bytes and error of json.Marshal(e),
+// written as AppendJSON writes them.
+func (e Event) Marshal() ([]byte, error) {
+	if out, ok := e.appendJSON(make([]byte, 0, e.sizeHint())); ok {
+		return out, nil
+	}
+	return json.Marshal(e)
+}
+
+// sizeHint is about the length of the JSON of e, so that Marshal's buffer
+// rarely grows: the members' texts plus room for the names and numbers.
+func (e *Event) sizeHint() int {
+	d := &e.Data
+	n := 512 + len(e.SpecVersion) + len(e.ID) + len(e.Source) + len(e.Type) + len(e.Subject) +
+		len(e.DataContentType) + len(e.TraceParent) + len(e.TraceState) +
+		len(d.CommandID) + len(d.IdempotencyKey) + len(d.MerchantID) + len(d.TransactionID) +
+		len(d.CommandType) + len(d.Gateway) + len(d.Currency) + len(d.GatewayCode) +
+		len(d.GatewayMessage) + len(d.GatewayResponseCode) + len(d.GatewayTransactionID) +
+		len(d.GatewayRef) + len(d.AuthCode) + len(d.Scheme) + len(d.MaskedCardNumber) +
+		len(d.OriginalEventID) + len(d.OriginalCommandID) + len(d.DLQSubject)
+	if d.Error != nil {
+		n += len(d.Error.Code) + len(d.Error.Message) + len(d.Error.Field)
+	}
+	for k, v := range d.Metadata {
+		n += len(k) + len(v) + 6
+	}
+	return n
+}
+
+// appendJSON appends the JSON of e to dst; ok is false, and the result
+// meaningless, when e.Time cannot be written as RFC 3339, where json.Marshal
+// fails.
+func (e *Event) appendJSON(dst []byte) (out []byte, ok bool) {
+	dst = append(dst, `{"specversion":`...)
+	dst = appendJSONString(dst, e.SpecVersion)
+	dst = append(dst, `,"id":`...)
+	dst = appendJSONString(dst, e.ID)
+	dst = append(dst, `,"source":`...)
+	dst = appendJSONString(dst, e.Source)
+	dst = append(dst, `,"type":`...)
+	dst = appendJSONString(dst, e.Type)
+	if e.Subject != "" {
+		dst = append(dst, `,"subject":`...)
+		dst = appendJSONString(dst, e.Subject)
+	}
+	dst = append(dst, `,"time":"`...)
+	// AppendText and MarshalJSON write the same strict RFC 3339 text and
+	// refuse the same times; its characters need no escaping.
+	dst, err := e.Time.AppendText(dst)
+	if err != nil {
+		return nil, false
+	}
+	dst = append(dst, `","datacontenttype":`...)
+	dst = appendJSONString(dst, e.DataContentType)
+	if e.TraceParent != "" {
+		dst = append(dst, `,"traceparent":`...)
+		dst = appendJSONString(dst, e.TraceParent)
+	}
+	if e.TraceState != "" {
+		dst = append(dst, `,"tracestate":`...)
+		dst = appendJSONString(dst, e.TraceState)
+	}
+	dst = append(dst, `,"data":`...)
+	dst = e.Data.appendJSON(dst)
+	return append(dst, '}'), true
+}
+
+// appendJSON appends the JSON of d to dst as json.Marshal writes it.
+func (d *Data) appendJSON(dst []byte) []byte {
+	dst = append(dst, '{')
+	dst = appendString(dst, `"command_id":`, d.CommandID)
+	dst = appendString(dst, `"idempotency_key":`, d.IdempotencyKey)
+	dst = appendString(dst, `"merchant_id":`, d.MerchantID)
+	dst = appendString(dst, `"transaction_id":`, d.TransactionID)
+	dst = appendString(dst, `"command_type":`, d.CommandType)
+	dst = appendString(dst, `"gateway":`, d.Gateway)
+	if d.Amount != nil {
+		dst = appendComma(dst)
+		dst = append(dst, `"amount":`...)
+		dst = strconv.AppendInt(dst, *d.Amount, 10)
+	}
+	dst = appendString(dst, `"currency":`, d.Currency)
+	dst = appendComma(dst)
+	dst = append(dst, `"attempts":`...)
+	dst = strconv.AppendInt(dst, int64(d.Attempts), 10)
+	dst = appendString(dst, `"gateway_code":`, d.GatewayCode)
+	dst = appendString(dst, `"gateway_message":`, d.GatewayMessage)
+	dst = appendString(dst, `"gateway_response_code":`, d.GatewayResponseCode)
+	dst = appendString(dst, `"gateway_transaction_id":`, d.GatewayTransactionID)
+	dst = appendString(dst, `"gateway_ref":`, d.GatewayRef)
+	dst = appendString(dst, `"auth_code":`, d.AuthCode)
+	dst = appendString(dst, `"scheme":`, d.Scheme)
+	dst = appendString(dst, `"masked_card_number":`, d.MaskedCardNumber)
+	if d.Reconciled {
+		dst = append(dst, `,"reconciled":true`...)
+	}
+	if d.Error != nil {
+		dst = append(dst, `,"error":`...)
+		dst = d.Error.appendJSON(dst)
+	}
+	dst = appendString(dst, `"original_event_id":`, d.OriginalEventID)
+	dst = appendString(dst, `"original_command_id":`, d.OriginalCommandID)
+	dst = appendString(dst, `"dlq_subject":`, d.DLQSubject)
+	if d.DLQSequence != 0 {
+		dst = append(dst, `,"dlq_sequence":`...)
+		dst = strconv.AppendUint(dst, d.DLQSequence, 10)
+	}
+	if len(d.Metadata) > 0 {
+		dst = append(dst, `,"metadata":{`...)
+		var small [8]string
+		keys := small[:0]
+		for k := range d.Metadata {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for i, k := range keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, k)
+			dst = append(dst, ':')
+			dst = appendJSONString(dst, d.Metadata[k])
+		}
+		dst = append(dst, '}')
+	}
+	return append(dst, '}')
+}
+
+// appendJSON appends the JSON of e to dst as json.Marshal writes it.
+func (e *Error) appendJSON(dst []byte) []byte {
+	dst = append(dst, `{"code":`...)
+	dst = appendJSONString(dst, e.Code)
+	dst = append(dst, `,"message":`...)
+	dst = appendJSONString(dst, e.Message)
+	if e.Field != "" {
+		dst = append(dst, `,"field":`...)
+		dst = appendJSONString(dst, e.Field)
+	}
+	if e.Retryable {
+		return append(dst, `,"retryable":true}`...)
+	}
+	return append(dst, `,"retryable":false}`...)
+}
+
+// appendString appends the member name (quoted, with its colon) and the
+// string s, after a comma unless it opens the object; an empty s is left
+// out (omitempty).
+func appendString(dst []byte, name, s string) []byte {
+	if s == "" {
+		return dst
+	}
+	dst = appendComma(dst)
+	dst = append(dst, name...)
+	return appendJSONString(dst, s)
+}
+
+// appendComma appends the comma that separates a member from the one
+// before it, unless dst ends with the object's opening brace.
+func appendComma(dst []byte) []byte {
+	if dst[len(dst)-1] == '{' {
+		return dst
+	}
+	return append(dst, ',')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// htmlSafe holds the bytes that appendJSONString copies as they are: ASCII
+// but for control characters, '"', '\\', '<', '>' and '&'.
+var htmlSafe = func() (safe [256]bool) {
+	for b := 0x20; b < utf8.RuneSelf; b++ {
+		safe[b] = b != '"' && b != '\\' && b != '<' && b != '>' && b != '&'
+	}
+	return safe
+}()
+
+// appendJSONString appends s as a JSON string the way encoding/json does
+// with HTML escaping: <, > and & as \u003c..., control characters escaped,
+// invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped. It is
+// internal/command's, with a table for the bytes copied as they are.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		b := s[i]
+		if htmlSafe[b] {
+			i++
+			continue
+		}
+		if b < utf8.RuneSelf {
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		if c == utf8.RuneError && size == 1 {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if c == '\u2028' || c == '\u2029' {
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
