@@ -51,11 +51,12 @@ type commandAmount struct {
 
 // decodeFast decodes a message in a single pass when it is a valid command
 // of the plainest form: one JSON object whose members are the schema's, each
-// at most once, with strings of printable UTF-8 without escapes, an amount
-// written as digits only, no original_transaction_time but the strict RFC
-// 3339 form (uppercase T and Z, at most nine fraction digits, second below
-// 60), and whitespace only between tokens. It then returns what
-// decodeGeneral returns, and ok; for anything else (including every message
+// at most once, with strings of valid UTF-8 without escapes or control
+// characters, an amount written as digits only, an
+// original_transaction_time, if any, in the strict RFC 3339 form (uppercase
+// T and Z, at most nine fraction digits, seconds below 60), and nothing but
+// JSON whitespace around the tokens. It then returns what decodeGeneral
+// returns, and ok; for anything else (including every message
 // decodeGeneral rejects) it returns ok false and decides nothing.
 func decodeFast(subjectType string, data []byte) (c *Command, ok bool) {
 	if len(data) > MaxSize {
@@ -66,7 +67,8 @@ func decodeFast(subjectType string, data []byte) (c *Command, ok bool) {
 	if i >= len(data) || data[i] != '{' {
 		return nil, false
 	}
-	for i++; ; {
+	i++
+	for {
 		key, next, ok := scanString(data, skipSpace(data, i))
 		if !ok {
 			return nil, false
