@@ -1,8 +1,6 @@
 package paymentoptions
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -127,13 +125,6 @@ type answer struct {
 		Ref       gateway.Text `json:"ref"`
 		Timestamp string       `json:"timestamp"`
 	} `json:"transaction_details"`
-}
-
-func decodeAnswer(body []byte, ans *answer) error {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return errors.New("empty body")
-	}
-	return json.Unmarshal(body, ans)
 }
 
 func (a *answer) fill(res *gateway.Result) {
