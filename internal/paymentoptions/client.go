@@ -220,12 +220,13 @@ func (c *Client) Capture(ctx context.Context, req gateway.Request) gateway.Resul
 	if msg := check(gateway.Capture, req); msg != "" {
 		return gateway.Result{Outcome: gateway.Declined, Message: msg}
 	}
-	return c.operation(ctx, gateway.Capture, req, captureBody{
+	body := captureBody{
 		TransactionID: req.TransactionID,
 		Amount:        req.Amount,
 		MerchantID:    req.MerchantID,
 		Notes:         req.Notes,
-	})
+	}
+	return c.operation(ctx, gateway.Capture, req, body.appendJSON(make([]byte, 0, 128)))
 }
 
 // Void cancels the authorisation req.TransactionID, once. PaymentOptions
@@ -235,10 +236,8 @@ func (c *Client) Void(ctx context.Context, req gateway.Request) gateway.Result {
 	if msg := check(gateway.Void, req); msg != "" {
 		return gateway.Result{Outcome: gateway.Declined, Message: msg}
 	}
-	return c.operation(ctx, gateway.Void, req, voidBody{
-		TransactionID: req.TransactionID,
-		MerchantID:    req.MerchantID,
-	})
+	body := voidBody{TransactionID: req.TransactionID, MerchantID: req.MerchantID}
+	return c.operation(ctx, gateway.Void, req, body.appendJSON(make([]byte, 0, 128)))
 }
 
 func check(op gateway.Operation, req gateway.Request) string {
@@ -255,11 +254,9 @@ func check(op gateway.Operation, req gateway.Request) string {
 	return ""
 }
 
-func (c *Client) operation(ctx context.Context, op gateway.Operation, req gateway.Request, body any) gateway.Result {
-	payload, err := json.Marshal(body)
-	if err != nil {
-		return gateway.Result{Outcome: gateway.Retryable, Err: fmt.Errorf("paymentoptions: %s: encode request: %w", op, err)}
-	}
+// operation sends payload, the JSON body of op, once and classifies the
+// answer.
+func (c *Client) operation(ctx context.Context, op gateway.Operation, req gateway.Request, payload []byte) gateway.Result {
 	ex := c.exchange(ctx, http.MethodPost, opPath+string(op), payload)
 	var res gateway.Result
 	switch {
