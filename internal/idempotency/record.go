@@ -46,8 +46,20 @@ func wrongTxn(txn, locked string) error {
 
 // marshalOutcome encodes out with its Event bytes exactly as given (after
 // validation), so that a replay republishes the very bytes first published:
-// json.Marshal would compact them and escape HTML characters.
+// json.Marshal would compact them and escape HTML characters. It writes
+// what marshalOutcomeJSON writes, without reflection when it can.
 func marshalOutcome(out Outcome) ([]byte, error) {
+	ev, ok := outcomeEvent(out.Event)
+	if !ok {
+		return marshalOutcomeJSON(out)
+	}
+	b := make([]byte, 0, len(ev)+len(out.EventID)+len(out.Subject)+64)
+	return appendOutcome(b, &out, ev), nil
+}
+
+// marshalOutcomeJSON is marshalOutcome through encoding/json: the
+// reference the fast path must equal, and its fallback.
+func marshalOutcomeJSON(out Outcome) ([]byte, error) {
 	ev := bytes.TrimSpace(out.Event)
 	if len(ev) == 0 {
 		ev = []byte("null")
@@ -71,8 +83,22 @@ func marshalOutcome(out Outcome) ([]byte, error) {
 }
 
 // marshalRecord encodes r in the Record JSON format, keeping the outcome's
-// event bytes as marshalOutcome does.
+// event bytes as marshalOutcome does. It writes what marshalRecordJSON
+// writes, without reflection when it can.
 func marshalRecord(r Record) ([]byte, error) {
+	n := 320 + len(r.Fingerprint) + len(r.CommandID) + len(r.State) + len(r.Holder) + len(r.TxnLock)
+	if r.Outcome != nil {
+		n += 96 + len(r.Outcome.Event) + len(r.Outcome.EventID) + len(r.Outcome.Subject)
+	}
+	if b, ok := appendRecord(make([]byte, 0, n), &r); ok {
+		return b, nil
+	}
+	return marshalRecordJSON(r)
+}
+
+// marshalRecordJSON is marshalRecord through encoding/json: the reference
+// the fast path must equal, and its fallback.
+func marshalRecordJSON(r Record) ([]byte, error) {
 	out := r.Outcome
 	r.Outcome = nil
 	b, err := json.Marshal(r)
@@ -82,7 +108,7 @@ func marshalRecord(r Record) ([]byte, error) {
 	if out == nil {
 		return b, nil
 	}
-	o, err := marshalOutcome(*out)
+	o, err := marshalOutcomeJSON(*out)
 	if err != nil {
 		return nil, err
 	}
@@ -91,8 +117,18 @@ func marshalRecord(r Record) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// unmarshalRecord decodes a stored record.
+// unmarshalRecord decodes a stored record: as json.Unmarshal does, in one
+// pass without reflection when the record has the usual shape.
 func unmarshalRecord(b []byte) (Record, error) {
+	if r, ok := decodeRecord(b); ok {
+		return r, nil
+	}
+	return unmarshalRecordJSON(b)
+}
+
+// unmarshalRecordJSON is unmarshalRecord through json.Unmarshal: the
+// reference the fast path must equal, and its fallback.
+func unmarshalRecordJSON(b []byte) (Record, error) {
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
 		return Record{}, fmt.Errorf("idempotency: decode record: %w", err)
