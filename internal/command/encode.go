@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
+	"github.com/payworker/payworker/internal/jsontext"
 	"github.com/payworker/payworker/schemas"
 )
 
@@ -19,32 +19,32 @@ import (
 // not check c; see Check.
 func (c *Command) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"command_id":`...)
-	dst = appendJSONString(dst, c.CommandID)
+	dst = jsontext.AppendString(dst, c.CommandID)
 	dst = append(dst, `,"type":`...)
-	dst = appendJSONString(dst, string(c.Type))
+	dst = jsontext.AppendString(dst, string(c.Type))
 	if c.IdempotencyKey != "" {
 		dst = append(dst, `,"idempotency_key":`...)
-		dst = appendJSONString(dst, c.IdempotencyKey)
+		dst = jsontext.AppendString(dst, c.IdempotencyKey)
 	}
 	dst = append(dst, `,"merchant_id":`...)
-	dst = appendJSONString(dst, c.MerchantID)
+	dst = jsontext.AppendString(dst, c.MerchantID)
 	dst = append(dst, `,"transaction_id":`...)
-	dst = appendJSONString(dst, c.TransactionID)
+	dst = jsontext.AppendString(dst, c.TransactionID)
 	if c.Amount != nil {
 		dst = append(dst, `,"amount":`...)
 		dst = strconv.AppendInt(dst, *c.Amount, 10)
 	}
 	if c.Currency != "" {
 		dst = append(dst, `,"currency":`...)
-		dst = appendJSONString(dst, c.Currency)
+		dst = jsontext.AppendString(dst, c.Currency)
 	}
 	if c.Gateway != "" {
 		dst = append(dst, `,"gateway":`...)
-		dst = appendJSONString(dst, c.Gateway)
+		dst = jsontext.AppendString(dst, c.Gateway)
 	}
 	if c.Notes != "" {
 		dst = append(dst, `,"notes":`...)
-		dst = appendJSONString(dst, c.Notes)
+		dst = jsontext.AppendString(dst, c.Notes)
 	}
 	if len(c.Metadata) > 0 {
 		dst = append(dst, `,"metadata":{`...)
@@ -58,9 +58,9 @@ func (c *Command) AppendJSON(dst []byte) []byte {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, k)
+			dst = jsontext.AppendString(dst, k)
 			dst = append(dst, ':')
-			dst = appendJSONString(dst, c.Metadata[k])
+			dst = jsontext.AppendString(dst, c.Metadata[k])
 		}
 		dst = append(dst, '}')
 	}
@@ -70,62 +70,6 @@ func (c *Command) AppendJSON(dst []byte) []byte {
 		dst = append(dst, '"')
 	}
 	return append(dst, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s as a JSON string the way encoding/json does
-// with HTML escaping: <, > and & as \u003c..., control characters escaped,
-// invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if b := s[i]; b < utf8.RuneSelf {
-			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
 
 // Encode appends the JSON of c to dst (AppendJSON) and checks it as Decode

@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"slices"
 	"strconv"
-	"unicode/utf8"
+
+	"github.com/payworker/payworker/internal/jsontext"
 )
 
 // AppendJSON appends the JSON of e to dst, byte for byte what json.Marshal
@@ -60,16 +61,16 @@ func (e *Event) sizeHint() int {
 // fails.
 func (e *Event) appendJSON(dst []byte) (out []byte, ok bool) {
 	dst = append(dst, `{"specversion":`...)
-	dst = appendJSONString(dst, e.SpecVersion)
+	dst = jsontext.AppendString(dst, e.SpecVersion)
 	dst = append(dst, `,"id":`...)
-	dst = appendJSONString(dst, e.ID)
+	dst = jsontext.AppendString(dst, e.ID)
 	dst = append(dst, `,"source":`...)
-	dst = appendJSONString(dst, e.Source)
+	dst = jsontext.AppendString(dst, e.Source)
 	dst = append(dst, `,"type":`...)
-	dst = appendJSONString(dst, e.Type)
+	dst = jsontext.AppendString(dst, e.Type)
 	if e.Subject != "" {
 		dst = append(dst, `,"subject":`...)
-		dst = appendJSONString(dst, e.Subject)
+		dst = jsontext.AppendString(dst, e.Subject)
 	}
 	dst = append(dst, `,"time":"`...)
 	// AppendText and MarshalJSON write the same strict RFC 3339 text and
@@ -79,14 +80,14 @@ func (e *Event) appendJSON(dst []byte) (out []byte, ok bool) {
 		return nil, false
 	}
 	dst = append(dst, `","datacontenttype":`...)
-	dst = appendJSONString(dst, e.DataContentType)
+	dst = jsontext.AppendString(dst, e.DataContentType)
 	if e.TraceParent != "" {
 		dst = append(dst, `,"traceparent":`...)
-		dst = appendJSONString(dst, e.TraceParent)
+		dst = jsontext.AppendString(dst, e.TraceParent)
 	}
 	if e.TraceState != "" {
 		dst = append(dst, `,"tracestate":`...)
-		dst = appendJSONString(dst, e.TraceState)
+		dst = jsontext.AppendString(dst, e.TraceState)
 	}
 	dst = append(dst, `,"data":`...)
 	dst = e.Data.appendJSON(dst)
@@ -145,9 +146,9 @@ func (d *Data) appendJSON(dst []byte) []byte {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendJSONString(dst, k)
+			dst = jsontext.AppendString(dst, k)
 			dst = append(dst, ':')
-			dst = appendJSONString(dst, d.Metadata[k])
+			dst = jsontext.AppendString(dst, d.Metadata[k])
 		}
 		dst = append(dst, '}')
 	}
@@ -157,12 +158,12 @@ func (d *Data) appendJSON(dst []byte) []byte {
 // appendJSON appends the JSON of e to dst as json.Marshal writes it.
 func (e *Error) appendJSON(dst []byte) []byte {
 	dst = append(dst, `{"code":`...)
-	dst = appendJSONString(dst, e.Code)
+	dst = jsontext.AppendString(dst, e.Code)
 	dst = append(dst, `,"message":`...)
-	dst = appendJSONString(dst, e.Message)
+	dst = jsontext.AppendString(dst, e.Message)
 	if e.Field != "" {
 		dst = append(dst, `,"field":`...)
-		dst = appendJSONString(dst, e.Field)
+		dst = jsontext.AppendString(dst, e.Field)
 	}
 	if e.Retryable {
 		return append(dst, `,"retryable":true}`...)
@@ -179,7 +180,7 @@ func appendString(dst []byte, name, s string) []byte {
 	}
 	dst = appendComma(dst)
 	dst = append(dst, name...)
-	return appendJSONString(dst, s)
+	return jsontext.AppendString(dst, s)
 }
 
 // appendComma appends the comma that separates a member from the one
@@ -189,71 +190,4 @@ func appendComma(dst []byte) []byte {
 		return dst
 	}
 	return append(dst, ',')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// htmlSafe holds the bytes that appendJSONString copies as they are: ASCII
-// but for control characters, '"', '\\', '<', '>' and '&'.
-var htmlSafe = func() (safe [256]bool) {
-	for b := 0x20; b < utf8.RuneSelf; b++ {
-		safe[b] = b != '"' && b != '\\' && b != '<' && b != '>' && b != '&'
-	}
-	return safe
-}()
-
-// appendJSONString appends s as a JSON string the way encoding/json does
-// with HTML escaping: <, > and & as \u003c..., control characters escaped,
-// invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped. It is
-// internal/command's, with a table for the bytes copied as they are.
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		b := s[i]
-		if htmlSafe[b] {
-			i++
-			continue
-		}
-		if b < utf8.RuneSelf {
-			dst = append(dst, s[start:i]...)
-			switch b {
-			case '\\', '"':
-				dst = append(dst, '\\', b)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		c, size := utf8.DecodeRuneInString(s[i:])
-		if c == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if c == '\u2028' || c == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[c&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/payworker/payworker/internal/jsontext"
 )
 
 // This file holds the hand-written Record codec of the hot path. It handles
@@ -544,14 +546,14 @@ func skipNumber(b []byte, i int) int {
 func appendRecord(b []byte, r *Record) ([]byte, bool) {
 	ok := true
 	b = append(b, `{"fingerprint":`...)
-	b = appendString(b, r.Fingerprint)
+	b = jsontext.AppendString(b, r.Fingerprint)
 	b = append(b, `,"command_id":`...)
-	b = appendString(b, r.CommandID)
+	b = jsontext.AppendString(b, r.CommandID)
 	b = append(b, `,"state":`...)
-	b = appendString(b, string(r.State))
+	b = jsontext.AppendString(b, string(r.State))
 	if r.Holder != "" {
 		b = append(b, `,"holder":`...)
-		b = appendString(b, r.Holder)
+		b = jsontext.AppendString(b, r.Holder)
 	}
 	if !r.LeaseUntil.IsZero() {
 		b = append(b, `,"lease_until":`...)
@@ -569,7 +571,7 @@ func appendRecord(b []byte, r *Record) ([]byte, bool) {
 	}
 	if r.TxnLock != "" {
 		b = append(b, `,"txn_lock":`...)
-		b = appendString(b, r.TxnLock)
+		b = jsontext.AppendString(b, r.TxnLock)
 	}
 	b = append(b, `,"created_at":`...)
 	if b, ok = appendTime(b, r.CreatedAt); !ok {
@@ -598,9 +600,9 @@ func appendOutcome(b []byte, out *Outcome, ev []byte) []byte {
 	} else {
 		b = append(b, `{"succeeded":false,"event_id":`...)
 	}
-	b = appendString(b, out.EventID)
+	b = jsontext.AppendString(b, out.EventID)
 	b = append(b, `,"subject":`...)
-	b = appendString(b, out.Subject)
+	b = jsontext.AppendString(b, out.Subject)
 	b = append(b, `,"event":`...)
 	b = append(b, ev...)
 	return append(b, '}')
@@ -633,21 +635,6 @@ func trimSpace(b []byte) []byte {
 
 func isASCIISpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'
-}
-
-// appendString appends s as a JSON string. Strings encoding/json would
-// escape (quotes, backslashes, control and HTML characters, anything not
-// ASCII) are left to it.
-func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // appendTime appends t as time.Time.MarshalJSON writes it, or reports
