@@ -1,8 +1,6 @@
 package sibs
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -259,13 +257,6 @@ func (o operation) record(authCurrency string) (opRecord, error) {
 	}
 	rec.amount = amount
 	return rec, nil
-}
-
-func decodeAnswer(body []byte, ans *answer) error {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return errors.New("empty body")
-	}
-	return json.Unmarshal(body, ans)
 }
 
 func (a *answer) fill(res *gateway.Result) {
