@@ -51,3 +51,106 @@ func FuzzMaskPAN(f *testing.F) {
 		}
 	})
 }
+
+// maskPANCareful is MaskPAN as it was before it allocated only its result:
+// the oracle of FuzzMaskPANAgrees.
+func maskPANCareful(pan string) string {
+	digits := make([]byte, 0, len(pan))
+	for i := 0; i < len(pan); i++ {
+		if c := pan[i]; c >= '0' && c <= '9' {
+			digits = append(digits, c)
+		}
+	}
+	n := len(digits)
+	switch {
+	case n == 0:
+		return ""
+	case n <= 4:
+		return string(bytesRepeat('*', n))
+	case n <= 10:
+		out := bytesRepeat('*', n)
+		copy(out[n-4:], digits[n-4:])
+		return string(out)
+	}
+	out := bytesRepeat('*', n)
+	copy(out[:6], digits[:6])
+	copy(out[n-4:], digits[n-4:])
+	return string(out)
+}
+
+func bytesRepeat(b byte, n int) []byte {
+	out := make([]byte, n)
+	for i := range out {
+		out[i] = b
+	}
+	return out
+}
+
+// panSeeds are card numbers of every length class MaskPAN tells apart,
+// with and without separators.
+var panSeeds = []string{
+	"", "no digits", "1", "12", "1234", "12345", "1234567890", "12345678901", "5200000000001005", "4111 1111 1111 1111",
+	"4111-1111-1111-1111", "378282246310005", "6011000990139424123", " 4 1 1 1 ", "a1b2c3d4e5", "\xff5200\x0000000000001005",
+	"１２３４５６７８９０１２", "12345678901234567890123456789012345678901234567890",
+}
+
+// FuzzMaskPANAgrees checks that MaskPAN gives what maskPANCareful gives for
+// any input.
+func FuzzMaskPANAgrees(f *testing.F) {
+	for _, s := range panSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		if got, want := MaskPAN(in), maskPANCareful(in); got != want {
+			t.Fatalf("MaskPAN(%q) = %q, want %q", in, got, want)
+		}
+	})
+}
+
+func TestMaskPANAllocatesItsResultOnly(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want float64
+	}{
+		{"5200000000001005", 1},
+		{"4111 1111 1111 1111", 1},
+		{"1234567890", 1},
+		{"12345", 1},
+		{strings.Repeat("4111 ", 8), 1},
+		{strings.Repeat("4111 ", 9), 1},
+		{strings.Repeat("4", 100), 1},
+		{"1234", 0},
+		{"", 0},
+		{"no digits", 0},
+	} {
+		if got := testing.AllocsPerRun(100, func() { _ = MaskPAN(tc.in) }); got != tc.want {
+			t.Errorf("MaskPAN(%q) allocates %v times, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func BenchmarkMaskPAN(b *testing.B) {
+	for _, pan := range []struct{ name, in string }{
+		{"16", "5200000000001005"},
+		{"16spaced", "4111 1111 1111 1111"},
+		{"40spaced", "4111 1111 1111 1111 4111 1111 1111 1111 4111 1111"},
+	} {
+		want := maskPANCareful(pan.in)
+		for _, bench := range []struct {
+			name string
+			mask func(string) string
+		}{
+			{"careful", maskPANCareful},
+			{"fast", MaskPAN},
+		} {
+			b.Run(pan.name+"/"+bench.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					if got := bench.mask(pan.in); got != want {
+						b.Fatalf("mask = %q, want %q", got, want)
+					}
+				}
+			})
+		}
+	}
+}
