@@ -1,7 +1,9 @@
-// Package jsontext writes JSON strings byte for byte as encoding/json's
-// Marshal does, without reflection: the hand-written encoders of the hot
-// path (commands, events, records, gateway requests) share it, and their
-// tests compare their output with json.Marshal's.
+// Package jsontext reads and writes JSON text as encoding/json does, without
+// reflection, for the hand-written decoders and encoders of the hot path:
+// AppendString writes a string byte for byte as json.Marshal does (commands,
+// events, records, gateway requests), and Reader walks a document in one
+// pass for the gateway answer decoders, which fill their structs as
+// json.Unmarshal would. Their tests compare them with encoding/json.
 package jsontext
 
 import "unicode/utf8"

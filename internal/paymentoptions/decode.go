@@ -6,9 +6,9 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/payworker/payworker/internal/gateway"
+	"github.com/payworker/payworker/internal/jsontext"
 )
 
 // decodeAnswer reads body into ans exactly as decodeAnswerCareful does
@@ -35,23 +35,19 @@ func decodeAnswerCareful(body []byte, ans *answer) error {
 // error, and reports whether it did. When it reports false, ans is
 // unchanged.
 func decodeAnswerFast(body []byte, ans *answer) bool {
-	d := answerDecoder{data: body}
+	d := answerDecoder{jsontext.Reader{Data: body}}
 	a := *ans
-	d.space()
-	if !d.byte('{') || !d.answer(&a) {
+	d.Space()
+	if !d.Byte('{') || !d.answer(&a) {
 		return false
 	}
-	d.space()
-	if d.off != len(d.data) {
+	d.Space()
+	if d.Off != len(d.Data) {
 		return false
 	}
 	*ans = a
 	return true
 }
-
-// maxSkipDepth bounds the nesting of an unread value the single-pass reader
-// walks; a deeper one goes to json.Unmarshal (whose own limit is 10000).
-const maxSkipDepth = 64
 
 // answerDecoder reads the JSON object of an answer in one pass, storing
 // each field as json.Unmarshal would into the same answer: a later
@@ -63,110 +59,12 @@ const maxSkipDepth = 64
 // with a non-ASCII byte, or matching a field only without regard to case;
 // a value of a kind the field does not take (json.Unmarshal reports it);
 // a read string with an escape or invalid UTF-8; nesting deeper than
-// maxSkipDepth.
-type answerDecoder struct {
-	data []byte
-	off  int
-}
-
-// space skips JSON white space.
-func (d *answerDecoder) space() {
-	for d.off < len(d.data) {
-		switch d.data[d.off] {
-		case ' ', '\t', '\n', '\r':
-			d.off++
-		default:
-			return
-		}
-	}
-}
-
-// byte consumes c, after white space.
-func (d *answerDecoder) byte(c byte) bool {
-	d.space()
-	if d.off < len(d.data) && d.data[d.off] == c {
-		d.off++
-		return true
-	}
-	return false
-}
-
-// peek returns the next byte after white space, or 0 at the end.
-func (d *answerDecoder) peek() byte {
-	d.space()
-	if d.off < len(d.data) {
-		return d.data[d.off]
-	}
-	return 0
-}
-
-// next moves to the next member of an object whose '{' has been read:
-// it consumes the ',' before every member but the first, and reports the
-// end at the closing '}', which it consumes.
-func (d *answerDecoder) next(first bool) (end, ok bool) {
-	switch c := d.peek(); {
-	case c == '}':
-		d.off++
-		return true, true
-	case first:
-		return false, true
-	case c == ',':
-		d.off++
-		return false, true
-	}
-	return false, false
-}
-
-// member reads the next key of an object whose '{' has been read, and the
-// ':' after it; first says no member has been read yet. It reports the end
-// at the closing '}'. It declines a key that is not plain ASCII
-// (json.Unmarshal unescapes and folds keys before matching them).
-func (d *answerDecoder) member(first bool) (key []byte, end, ok bool) {
-	if end, ok = d.next(first); end || !ok {
-		return nil, end, ok
-	}
-	if !d.byte('"') {
-		return nil, false, false
-	}
-	start := d.off
-	for ; d.off < len(d.data); d.off++ {
-		c := d.data[d.off]
-		if c == '"' {
-			key = d.data[start:d.off]
-			d.off++
-			return key, false, d.byte(':')
-		}
-		if c < 0x20 || c == '\\' || c >= utf8.RuneSelf {
-			return nil, false, false
-		}
-	}
-	return nil, false, false
-}
-
-// skipMember is member for an object that is not read, whose keys may be
-// any valid JSON string.
-func (d *answerDecoder) skipMember(first bool) (end, ok bool) {
-	if end, ok = d.next(first); end || !ok {
-		return end, ok
-	}
-	return false, d.peek() == '"' && d.skipString() && d.byte(':')
-}
-
-// unknown skips the value of key, a key of no field of an object whose
-// fields are named known, unless key matches one of them regardless of
-// case (json.Unmarshal would store it there).
-func (d *answerDecoder) unknown(key []byte, known ...string) bool {
-	for _, name := range known {
-		if strings.EqualFold(string(key), name) {
-			return false
-		}
-	}
-	return d.skip(0)
-}
+// 64 (jsontext.Reader).
+type answerDecoder struct{ jsontext.Reader }
 
 func (d *answerDecoder) answer(a *answer) bool {
 	for first := true; ; first = false {
-		key, end, ok := d.member(first)
+		key, end, ok := d.Member(first)
 		switch {
 		case !ok:
 			return false
@@ -179,13 +77,13 @@ func (d *answerDecoder) answer(a *answer) bool {
 		case "transaction_type":
 			ok = d.string(&a.TransactionType)
 		case "gateway_response":
-			ok = d.object(func() bool { return d.gatewayResponse(a) })
+			ok = d.Object(func() bool { return d.gatewayResponse(a) })
 		case "payment_details":
-			ok = d.object(func() bool { return d.paymentDetails(a) })
+			ok = d.Object(func() bool { return d.paymentDetails(a) })
 		case "transaction_details":
-			ok = d.object(func() bool { return d.transactionDetails(a) })
+			ok = d.Object(func() bool { return d.transactionDetails(a) })
 		default:
-			ok = d.unknown(key, "success", "transaction_type", "gateway_response", "payment_details", "transaction_details")
+			ok = d.Unknown(key, "success", "transaction_type", "gateway_response", "payment_details", "transaction_details")
 		}
 		if !ok {
 			return false
@@ -195,7 +93,7 @@ func (d *answerDecoder) answer(a *answer) bool {
 
 func (d *answerDecoder) gatewayResponse(a *answer) bool {
 	for first := true; ; first = false {
-		key, end, ok := d.member(first)
+		key, end, ok := d.Member(first)
 		switch {
 		case !ok:
 			return false
@@ -208,7 +106,7 @@ func (d *answerDecoder) gatewayResponse(a *answer) bool {
 		case "message":
 			ok = d.string(&a.GatewayResponse.Message)
 		default:
-			ok = d.unknown(key, "code", "message")
+			ok = d.Unknown(key, "code", "message")
 		}
 		if !ok {
 			return false
@@ -219,7 +117,7 @@ func (d *answerDecoder) gatewayResponse(a *answer) bool {
 func (d *answerDecoder) paymentDetails(a *answer) bool {
 	p := &a.PaymentDetails
 	for first := true; ; first = false {
-		key, end, ok := d.member(first)
+		key, end, ok := d.Member(first)
 		switch {
 		case !ok:
 			return false
@@ -238,9 +136,9 @@ func (d *answerDecoder) paymentDetails(a *answer) bool {
 		case "scheme":
 			ok = d.string(&p.Scheme)
 		case "card":
-			ok = d.object(func() bool { return d.card(a) })
+			ok = d.Object(func() bool { return d.card(a) })
 		default:
-			ok = d.unknown(key, "amount", "response_code", "auth_code", "currency", "scheme", "card")
+			ok = d.Unknown(key, "amount", "response_code", "auth_code", "currency", "scheme", "card")
 		}
 		if !ok {
 			return false
@@ -250,7 +148,7 @@ func (d *answerDecoder) paymentDetails(a *answer) bool {
 
 func (d *answerDecoder) card(a *answer) bool {
 	for first := true; ; first = false {
-		key, end, ok := d.member(first)
+		key, end, ok := d.Member(first)
 		switch {
 		case !ok:
 			return false
@@ -261,7 +159,7 @@ func (d *answerDecoder) card(a *answer) bool {
 		case "number":
 			ok = d.pan(&a.PaymentDetails.Card.Number)
 		default:
-			ok = d.unknown(key, "number")
+			ok = d.Unknown(key, "number")
 		}
 		if !ok {
 			return false
@@ -272,7 +170,7 @@ func (d *answerDecoder) card(a *answer) bool {
 func (d *answerDecoder) transactionDetails(a *answer) bool {
 	t := &a.TransactionDetails
 	for first := true; ; first = false {
-		key, end, ok := d.member(first)
+		key, end, ok := d.Member(first)
 		switch {
 		case !ok:
 			return false
@@ -287,7 +185,7 @@ func (d *answerDecoder) transactionDetails(a *answer) bool {
 		case "timestamp":
 			ok = d.string(&t.Timestamp)
 		default:
-			ok = d.unknown(key, "id", "ref", "timestamp")
+			ok = d.Unknown(key, "id", "ref", "timestamp")
 		}
 		if !ok {
 			return false
@@ -295,52 +193,30 @@ func (d *answerDecoder) transactionDetails(a *answer) bool {
 	}
 }
 
-// object reads an object with members, or null, which leaves the struct
-// members fills as it is.
-func (d *answerDecoder) object(members func() bool) bool {
-	switch d.peek() {
-	case '{':
-		d.off++
-		return members()
-	case 'n':
-		return d.literal("null")
-	}
-	return false
-}
-
-// literal consumes the keyword lit (true, false, null).
-func (d *answerDecoder) literal(lit string) bool {
-	if len(d.data)-d.off < len(lit) || string(d.data[d.off:d.off+len(lit)]) != lit {
-		return false
-	}
-	d.off += len(lit)
-	return true
-}
-
 func (d *answerDecoder) bool(v *bool) bool {
-	switch d.peek() {
+	switch d.Peek() {
 	case 't':
 		*v = true
-		return d.literal("true")
+		return d.Literal("true")
 	case 'f':
 		*v = false
-		return d.literal("false")
+		return d.Literal("false")
 	case 'n':
-		return d.literal("null")
+		return d.Literal("null")
 	}
 	return false
 }
 
 func (d *answerDecoder) string(v *string) bool {
-	switch d.peek() {
+	switch d.Peek() {
 	case '"':
-		s, ok := d.plainString()
+		s, ok := d.PlainString()
 		if ok {
 			*v = string(s)
 		}
 		return ok
 	case 'n':
-		return d.literal("null")
+		return d.Literal("null")
 	}
 	return false
 }
@@ -348,13 +224,13 @@ func (d *answerDecoder) string(v *string) bool {
 // scalar reads a string or a number as gateway.Text.UnmarshalJSON does:
 // the string's text, the number's literal; null is empty.
 func (d *answerDecoder) scalar() (text []byte, ok bool) {
-	switch c := d.peek(); {
+	switch c := d.Peek(); {
 	case c == '"':
-		return d.plainString()
+		return d.PlainString()
 	case c == '-' || c >= '0' && c <= '9':
-		return d.number()
+		return d.Number()
 	case c == 'n':
-		return nil, d.literal("null")
+		return nil, d.Literal("null")
 	}
 	return nil, false
 }
@@ -379,7 +255,7 @@ func (d *answerDecoder) pan(v *maskedPAN) bool {
 // number or a string; any other value reads as absent.
 func (d *answerDecoder) amount(v *flexAmount) bool {
 	*v = flexAmount{}
-	switch d.peek() {
+	switch d.Peek() {
 	case '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 'n':
 		s, ok := d.scalar()
 		if !ok {
@@ -388,7 +264,7 @@ func (d *answerDecoder) amount(v *flexAmount) bool {
 		v.value = parseAmount(s)
 		return true
 	}
-	return d.skip(0)
+	return d.Skip()
 }
 
 // parseAmount returns s as flexAmount reads it: an integer, surrounding
@@ -421,157 +297,4 @@ func parseAmountCareful(s []byte) int64 {
 		return 0
 	}
 	return n
-}
-
-// plainString reads a string with no escape, no control character and
-// only valid UTF-8, whose bytes are then its text, and returns them.
-func (d *answerDecoder) plainString() ([]byte, bool) {
-	d.off++ // '"'
-	start := d.off
-	ascii := true
-	for ; d.off < len(d.data); d.off++ {
-		c := d.data[d.off]
-		switch {
-		case c == '"':
-			s := d.data[start:d.off]
-			d.off++
-			return s, ascii || utf8.Valid(s)
-		case c < 0x20 || c == '\\':
-			return nil, false
-		case c >= utf8.RuneSelf:
-			ascii = false
-		}
-	}
-	return nil, false
-}
-
-// number reads a JSON number and returns its literal.
-func (d *answerDecoder) number() ([]byte, bool) {
-	start := d.off
-	if d.off < len(d.data) && d.data[d.off] == '-' {
-		d.off++
-	}
-	switch {
-	case d.off < len(d.data) && d.data[d.off] == '0':
-		d.off++
-	case !d.digits():
-		return nil, false
-	}
-	if d.off < len(d.data) && d.data[d.off] == '.' {
-		d.off++
-		if !d.digits() {
-			return nil, false
-		}
-	}
-	if d.off < len(d.data) && (d.data[d.off] == 'e' || d.data[d.off] == 'E') {
-		d.off++
-		if d.off < len(d.data) && (d.data[d.off] == '+' || d.data[d.off] == '-') {
-			d.off++
-		}
-		if !d.digits() {
-			return nil, false
-		}
-	}
-	return d.data[start:d.off], true
-}
-
-// digits consumes one or more decimal digits.
-func (d *answerDecoder) digits() bool {
-	start := d.off
-	for d.off < len(d.data) && d.data[d.off] >= '0' && d.data[d.off] <= '9' {
-		d.off++
-	}
-	return d.off > start
-}
-
-// skip consumes a valid JSON value that is not read, at nesting depth.
-func (d *answerDecoder) skip(depth int) bool {
-	if depth > maxSkipDepth {
-		return false
-	}
-	switch c := d.peek(); {
-	case c == '{':
-		d.off++
-		for first := true; ; first = false {
-			end, ok := d.skipMember(first)
-			switch {
-			case !ok:
-				return false
-			case end:
-				return true
-			}
-			if !d.skip(depth + 1) {
-				return false
-			}
-		}
-	case c == '[':
-		d.off++
-		if d.peek() == ']' {
-			d.off++
-			return true
-		}
-		for {
-			if !d.skip(depth + 1) {
-				return false
-			}
-			switch d.peek() {
-			case ',':
-				d.off++
-			case ']':
-				d.off++
-				return true
-			default:
-				return false
-			}
-		}
-	case c == '"':
-		return d.skipString()
-	case c == '-' || c >= '0' && c <= '9':
-		_, ok := d.number()
-		return ok
-	case c == 't':
-		return d.literal("true")
-	case c == 'f':
-		return d.literal("false")
-	case c == 'n':
-		return d.literal("null")
-	}
-	return false
-}
-
-// skipString consumes a valid JSON string, escapes included.
-func (d *answerDecoder) skipString() bool {
-	d.off++ // '"'
-	for d.off < len(d.data) {
-		c := d.data[d.off]
-		d.off++
-		switch {
-		case c == '"':
-			return true
-		case c < 0x20:
-			return false
-		case c == '\\':
-			if d.off >= len(d.data) {
-				return false
-			}
-			e := d.data[d.off]
-			d.off++
-			switch e {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-			case 'u':
-				if d.off+4 > len(d.data) {
-					return false
-				}
-				for _, h := range d.data[d.off : d.off+4] {
-					if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
-						return false
-					}
-				}
-				d.off += 4
-			default:
-				return false
-			}
-		}
-	}
-	return false
 }
