@@ -100,6 +100,24 @@ func (r *Reader) Member(first bool) (key []byte, end, ok bool) {
 	return nil, false, false
 }
 
+// Members reads the members of an object whose '{' has been read, through
+// its '}': for each key, member reads the value (Unknown, for a key of no
+// field). It stops at the first that returns false.
+func (r *Reader) Members(member func(key []byte) bool) bool {
+	for first := true; ; first = false {
+		key, end, ok := r.Member(first)
+		switch {
+		case !ok:
+			return false
+		case end:
+			return true
+		}
+		if !member(key) {
+			return false
+		}
+	}
+}
+
 // skipMember is Member for an object that is not read, whose keys may be
 // any valid JSON string.
 func (r *Reader) skipMember(first bool) (end, ok bool) {

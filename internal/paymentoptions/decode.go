@@ -63,134 +63,79 @@ func decodeAnswerFast(body []byte, ans *answer) bool {
 type answerDecoder struct{ jsontext.Reader }
 
 func (d *answerDecoder) answer(a *answer) bool {
-	for first := true; ; first = false {
-		key, end, ok := d.Member(first)
-		switch {
-		case !ok:
-			return false
-		case end:
-			return true
-		}
+	return d.Members(func(key []byte) bool {
 		switch string(key) {
 		case "success":
-			ok = d.bool(&a.Success)
+			return d.bool(&a.Success)
 		case "transaction_type":
-			ok = d.string(&a.TransactionType)
+			return d.string(&a.TransactionType)
 		case "gateway_response":
-			ok = d.Object(func() bool { return d.gatewayResponse(a) })
+			return d.Object(func() bool { return d.gatewayResponse(a) })
 		case "payment_details":
-			ok = d.Object(func() bool { return d.paymentDetails(a) })
+			return d.Object(func() bool { return d.paymentDetails(a) })
 		case "transaction_details":
-			ok = d.Object(func() bool { return d.transactionDetails(a) })
-		default:
-			ok = d.Unknown(key, "success", "transaction_type", "gateway_response", "payment_details", "transaction_details")
+			return d.Object(func() bool { return d.transactionDetails(a) })
 		}
-		if !ok {
-			return false
-		}
-	}
+		return d.Unknown(key, "success", "transaction_type", "gateway_response", "payment_details", "transaction_details")
+	})
 }
 
 func (d *answerDecoder) gatewayResponse(a *answer) bool {
-	for first := true; ; first = false {
-		key, end, ok := d.Member(first)
-		switch {
-		case !ok:
-			return false
-		case end:
-			return true
-		}
+	return d.Members(func(key []byte) bool {
 		switch string(key) {
 		case "code":
-			ok = d.string(&a.GatewayResponse.Code)
+			return d.string(&a.GatewayResponse.Code)
 		case "message":
-			ok = d.string(&a.GatewayResponse.Message)
-		default:
-			ok = d.Unknown(key, "code", "message")
+			return d.string(&a.GatewayResponse.Message)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return d.Unknown(key, "code", "message")
+	})
 }
 
 func (d *answerDecoder) paymentDetails(a *answer) bool {
 	p := &a.PaymentDetails
-	for first := true; ; first = false {
-		key, end, ok := d.Member(first)
-		switch {
-		case !ok:
-			return false
-		case end:
-			return true
-		}
+	return d.Members(func(key []byte) bool {
 		switch string(key) {
 		case "amount":
-			ok = d.amount(&p.Amount)
+			return d.amount(&p.Amount)
 		case "response_code":
-			ok = d.text(&p.ResponseCode)
+			return d.text(&p.ResponseCode)
 		case "auth_code":
-			ok = d.text(&p.AuthCode)
+			return d.text(&p.AuthCode)
 		case "currency":
-			ok = d.string(&p.Currency)
+			return d.string(&p.Currency)
 		case "scheme":
-			ok = d.string(&p.Scheme)
+			return d.string(&p.Scheme)
 		case "card":
-			ok = d.Object(func() bool { return d.card(a) })
-		default:
-			ok = d.Unknown(key, "amount", "response_code", "auth_code", "currency", "scheme", "card")
+			return d.Object(func() bool { return d.card(a) })
 		}
-		if !ok {
-			return false
-		}
-	}
+		return d.Unknown(key, "amount", "response_code", "auth_code", "currency", "scheme", "card")
+	})
 }
 
 func (d *answerDecoder) card(a *answer) bool {
-	for first := true; ; first = false {
-		key, end, ok := d.Member(first)
-		switch {
-		case !ok:
-			return false
-		case end:
-			return true
-		}
+	return d.Members(func(key []byte) bool {
 		switch string(key) {
 		case "number":
-			ok = d.pan(&a.PaymentDetails.Card.Number)
-		default:
-			ok = d.Unknown(key, "number")
+			return d.pan(&a.PaymentDetails.Card.Number)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return d.Unknown(key, "number")
+	})
 }
 
 func (d *answerDecoder) transactionDetails(a *answer) bool {
 	t := &a.TransactionDetails
-	for first := true; ; first = false {
-		key, end, ok := d.Member(first)
-		switch {
-		case !ok:
-			return false
-		case end:
-			return true
-		}
+	return d.Members(func(key []byte) bool {
 		switch string(key) {
 		case "id":
-			ok = d.string(&t.ID)
+			return d.string(&t.ID)
 		case "ref":
-			ok = d.text(&t.Ref)
+			return d.text(&t.Ref)
 		case "timestamp":
-			ok = d.string(&t.Timestamp)
-		default:
-			ok = d.Unknown(key, "id", "ref", "timestamp")
+			return d.string(&t.Timestamp)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return d.Unknown(key, "id", "ref", "timestamp")
+	})
 }
 
 func (d *answerDecoder) bool(v *bool) bool {

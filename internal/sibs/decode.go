@@ -68,62 +68,40 @@ func decodeAnswerFast(body []byte, ans *answer) bool {
 type answerDecoder struct{ jsontext.Reader }
 
 func (d *answerDecoder) answer(a *answer) bool {
-	for first := true; ; first = false {
-		key, end, ok := d.Member(first)
-		switch {
-		case !ok:
-			return false
-		case end:
-			return true
-		}
+	return d.Members(func(key []byte) bool {
 		switch string(key) {
 		case "returnStatus":
-			ok = d.Object(func() bool { return d.returnStatus(a) })
+			return d.Object(func() bool { return d.returnStatus(a) })
 		case "paymentStatus":
-			ok = d.string(&a.PaymentStatus)
+			return d.string(&a.PaymentStatus)
 		case "paymentType":
-			ok = d.string(&a.PaymentType)
+			return d.string(&a.PaymentType)
 		case "transactionID":
-			ok = d.string(&a.TransactionID)
+			return d.string(&a.TransactionID)
 		case "transactionTimestamp":
-			ok = d.string(&a.TransactionTimestamp)
+			return d.string(&a.TransactionTimestamp)
 		case "amount":
-			ok = d.money(&a.Amount)
+			return d.money(&a.Amount)
 		case "operations":
-			ok = d.operations(&a.Operations)
-		default:
-			ok = d.Unknown(key, "returnStatus", "paymentStatus", "paymentType", "transactionID", "transactionTimestamp", "amount", "operations")
+			return d.operations(&a.Operations)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return d.Unknown(key, "returnStatus", "paymentStatus", "paymentType", "transactionID", "transactionTimestamp", "amount", "operations")
+	})
 }
 
 func (d *answerDecoder) returnStatus(a *answer) bool {
 	r := &a.ReturnStatus
-	for first := true; ; first = false {
-		key, end, ok := d.Member(first)
-		switch {
-		case !ok:
-			return false
-		case end:
-			return true
-		}
+	return d.Members(func(key []byte) bool {
 		switch string(key) {
 		case "statusCode":
-			ok = d.text(&r.StatusCode)
+			return d.text(&r.StatusCode)
 		case "statusMsg":
-			ok = d.string(&r.StatusMsg)
+			return d.string(&r.StatusMsg)
 		case "statusDescription":
-			ok = d.string(&r.StatusDescription)
-		default:
-			ok = d.Unknown(key, "statusCode", "statusMsg", "statusDescription")
+			return d.string(&r.StatusDescription)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return d.Unknown(key, "statusCode", "statusMsg", "statusDescription")
+	})
 }
 
 // money reads an amount into *p as json.Unmarshal reads it into a
@@ -146,26 +124,15 @@ func (d *answerDecoder) money(p **money) bool {
 		return false
 	}
 	m := *p
-	for first := true; ; first = false {
-		key, end, ok := d.Member(first)
-		switch {
-		case !ok:
-			return false
-		case end:
-			return true
-		}
+	return d.Members(func(key []byte) bool {
 		switch string(key) {
 		case "value":
-			ok = d.number(&m.Value)
+			return d.number(&m.Value)
 		case "currency":
-			ok = d.string(&m.Currency)
-		default:
-			ok = d.Unknown(key, "value", "currency")
+			return d.string(&m.Currency)
 		}
-		if !ok {
-			return false
-		}
-	}
+		return d.Unknown(key, "value", "currency")
+	})
 }
 
 // operations reads the operations list into *p as json.Unmarshal reads an
@@ -227,34 +194,23 @@ func (d *answerDecoder) operations(p **[]operation) bool {
 // into o, null leaves it as it is.
 func (d *answerDecoder) operation(o *operation) bool {
 	return d.Object(func() bool {
-		for first := true; ; first = false {
-			key, end, ok := d.Member(first)
-			switch {
-			case !ok:
-				return false
-			case end:
-				return true
-			}
+		return d.Members(func(key []byte) bool {
 			switch string(key) {
 			case "transactionID":
-				ok = d.string(&o.TransactionID)
+				return d.string(&o.TransactionID)
 			case "paymentType":
-				ok = d.string(&o.PaymentType)
+				return d.string(&o.PaymentType)
 			case "paymentStatus":
-				ok = d.string(&o.PaymentStatus)
+				return d.string(&o.PaymentStatus)
 			case "merchantTransactionId":
-				ok = d.string(&o.MerchantTransactionID)
+				return d.string(&o.MerchantTransactionID)
 			case "transactionTimestamp":
-				ok = d.string(&o.TransactionTimestamp)
+				return d.string(&o.TransactionTimestamp)
 			case "amount":
-				ok = d.money(&o.Amount)
-			default:
-				ok = d.Unknown(key, "transactionID", "paymentType", "paymentStatus", "merchantTransactionId", "transactionTimestamp", "amount")
+				return d.money(&o.Amount)
 			}
-			if !ok {
-				return false
-			}
-		}
+			return d.Unknown(key, "transactionID", "paymentType", "paymentStatus", "merchantTransactionId", "transactionTimestamp", "amount")
+		})
 	})
 }
 
