@@ -3,7 +3,6 @@ package command
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -47,22 +46,8 @@ func (c *Command) AppendJSON(dst []byte) []byte {
 		dst = jsontext.AppendString(dst, c.Notes)
 	}
 	if len(c.Metadata) > 0 {
-		dst = append(dst, `,"metadata":{`...)
-		var small [8]string
-		keys := small[:0]
-		for k := range c.Metadata {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for i, k := range keys {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = jsontext.AppendString(dst, k)
-			dst = append(dst, ':')
-			dst = jsontext.AppendString(dst, c.Metadata[k])
-		}
-		dst = append(dst, '}')
+		dst = append(dst, `,"metadata":`...)
+		dst = jsontext.AppendStringMap(dst, c.Metadata)
 	}
 	if c.OriginalTransactionTime != nil {
 		dst = append(dst, `,"original_transaction_time":"`...)

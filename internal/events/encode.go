@@ -2,7 +2,6 @@ package events
 
 import (
 	"encoding/json"
-	"slices"
 	"strconv"
 
 	"github.com/payworker/payworker/internal/jsontext"
@@ -135,22 +134,8 @@ func (d *Data) appendJSON(dst []byte) []byte {
 		dst = strconv.AppendUint(dst, d.DLQSequence, 10)
 	}
 	if len(d.Metadata) > 0 {
-		dst = append(dst, `,"metadata":{`...)
-		var small [8]string
-		keys := small[:0]
-		for k := range d.Metadata {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for i, k := range keys {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			dst = jsontext.AppendString(dst, k)
-			dst = append(dst, ':')
-			dst = jsontext.AppendString(dst, d.Metadata[k])
-		}
-		dst = append(dst, '}')
+		dst = append(dst, `,"metadata":`...)
+		dst = jsontext.AppendStringMap(dst, d.Metadata)
 	}
 	return append(dst, '}')
 }

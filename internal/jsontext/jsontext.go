@@ -6,7 +6,10 @@
 // json.Unmarshal would. Their tests compare them with encoding/json.
 package jsontext
 
-import "unicode/utf8"
+import (
+	"slices"
+	"unicode/utf8"
+)
 
 const hexDigits = "0123456789abcdef"
 
@@ -73,4 +76,26 @@ func AppendString(dst []byte, s string) []byte {
 	}
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
+}
+
+// AppendStringMap appends m as a JSON object the way encoding/json's Marshal
+// writes a map[string]string: its keys sorted, each key and value as
+// AppendString writes them.
+func AppendStringMap(dst []byte, m map[string]string) []byte {
+	var small [8]string
+	keys := small[:0]
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	dst = append(dst, '{')
+	for i, k := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = AppendString(dst, k)
+		dst = append(dst, ':')
+		dst = AppendString(dst, m[k])
+	}
+	return append(dst, '}')
 }

@@ -3,6 +3,7 @@ package jsontext
 import (
 	"bytes"
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -33,4 +34,25 @@ func TestAppendStringAllocatesNothing(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = AppendString(buf, "<b>Café & Co</b>\n") }); n != 0 {
 		t.Errorf("AppendString into a large enough buffer: %.0f allocations, want 0", n)
 	}
+}
+
+// FuzzAppendStringMap: AppendStringMap writes what json.Marshal writes for
+// a map[string]string, keys sorted.
+func FuzzAppendStringMap(f *testing.F) {
+	f.Add("b\x00<v>\x00a\x00\xff\x00\x00empty key")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		parts := strings.Split(s, "\x00")
+		m := map[string]string{}
+		for i := 0; i+1 < len(parts); i += 2 {
+			m[parts[i]] = parts[i+1]
+		}
+		want, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := AppendStringMap(nil, m); !bytes.Equal(got, want) {
+			t.Fatalf("AppendStringMap(%q) = %s, json.Marshal = %s", m, got, want)
+		}
+	})
 }
