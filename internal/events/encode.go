@@ -7,27 +7,13 @@ import (
 	"github.com/payworker/payworker/internal/jsontext"
 )
 
-// AppendJSON appends the JSON of e to dst, byte for byte what json.Marshal
-// writes for an Event (field order, omitempty rules, sorted metadata keys,
+// Marshal encodes the event as JSON: byte for byte what json.Marshal writes
+// for an Event (field order, omitempty rules, sorted metadata keys,
 // HTML-safe string escaping, the time as time.Time.MarshalJSON writes it),
-// without reflection: it runs once per command on the hot path.
-// FuzzMarshal holds it to json.Marshal. It fails exactly when
-// json.Marshal does, with json.Marshal's error and dst unchanged: for a time
-// that RFC 3339 cannot represent (a year outside 0–9999, a zone offset of
-// 24 hours or more either way).
-func (e *Event) AppendJSON(dst []byte) ([]byte, error) {
-	if out, ok := e.appendJSON(dst); ok {
-		return out, nil
-	}
-	data, err := json.Marshal(e)
-	if err != nil {
-		return dst, err
-	}
-	return append(dst, data...), nil
-}
-
-// Marshal encodes the event as JSON: the bytes and error of json.Marshal(e),
-// written as AppendJSON writes them.
+// without reflection: it runs once per command on the hot path. FuzzMarshal
+// holds it to json.Marshal. For a time RFC 3339 cannot represent (a year
+// outside 0–9999, a zone offset of 24 hours or more), where json.Marshal
+// fails, it is json.Marshal, error included.
 func (e Event) Marshal() ([]byte, error) {
 	if out, ok := e.appendJSON(make([]byte, 0, e.sizeHint())); ok {
 		return out, nil
