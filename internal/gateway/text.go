@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/payworker/payworker/internal/jsontext"
 )
 
 // Text is a field of a gateway's JSON answer that arrives as a string or as
@@ -16,17 +17,15 @@ type Text string
 // escape and a number are read without a second JSON decoding.
 func (t *Text) UnmarshalJSON(b []byte) error {
 	b = bytes.TrimSpace(b)
-	switch {
-	case string(b) == "null":
-		*t = ""
-	case plainString(b):
-		*t = Text(b[1 : len(b)-1])
-	case isNumber(b):
-		*t = Text(b)
-	default:
-		return t.unmarshalJSON(b)
+	if s, ok := jsontext.PlainString(b); ok {
+		*t = Text(s)
+		return nil
 	}
-	return nil
+	if jsontext.IsNumber(b) {
+		*t = Text(b)
+		return nil
+	}
+	return t.unmarshalJSON(b)
 }
 
 // unmarshalJSON is UnmarshalJSON by json.Unmarshal, for b trimmed.
@@ -48,62 +47,6 @@ func (t *Text) unmarshalJSON(b []byte) error {
 		*t = Text(n)
 	}
 	return nil
-}
-
-// plainString reports whether b is a JSON string with no escape, no
-// control character and only valid UTF-8, whose text is then b unquoted.
-func plainString(b []byte) bool {
-	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
-		return false
-	}
-	s := b[1 : len(b)-1]
-	ascii := true
-	for _, c := range s {
-		switch {
-		case c < 0x20 || c == '"' || c == '\\':
-			return false
-		case c >= utf8.RuneSelf:
-			ascii = false
-		}
-	}
-	return ascii || utf8.Valid(s)
-}
-
-// isNumber reports whether b is exactly one JSON number.
-func isNumber(b []byte) bool {
-	i := 0
-	digits := func() bool {
-		start := i
-		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
-			i++
-		}
-		return i > start
-	}
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	switch {
-	case i < len(b) && b[i] == '0':
-		i++
-	case !digits():
-		return false
-	}
-	if i < len(b) && b[i] == '.' {
-		i++
-		if !digits() {
-			return false
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		if !digits() {
-			return false
-		}
-	}
-	return i == len(b)
 }
 
 // Trim returns the text without surrounding white space.

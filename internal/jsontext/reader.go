@@ -215,6 +215,25 @@ func (r *Reader) Number() ([]byte, bool) {
 	return r.Data[start:r.Off], true
 }
 
+// IsNumber reports whether b is exactly one JSON number.
+func IsNumber(b []byte) bool {
+	r := Reader{Data: b}
+	_, ok := r.Number()
+	return ok && r.Off == len(b)
+}
+
+// PlainString returns the text of b when b is exactly one JSON string with
+// no escape, no control character and only valid UTF-8 (its bytes between
+// the quotes).
+func PlainString(b []byte) ([]byte, bool) {
+	if len(b) == 0 || b[0] != '"' {
+		return nil, false
+	}
+	r := Reader{Data: b}
+	s, ok := r.PlainString()
+	return s, ok && r.Off == len(b)
+}
+
 // digits consumes one or more decimal digits.
 func (r *Reader) digits() bool {
 	start := r.Off

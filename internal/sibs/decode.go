@@ -259,7 +259,7 @@ func (d *answerDecoder) number(v *json.Number) bool {
 	switch c := d.Peek(); {
 	case c == '"':
 		s, ok := d.PlainString()
-		if !ok || !isNumber(s) {
+		if !ok || !jsontext.IsNumber(s) {
 			return false
 		}
 		*v = json.Number(s)
@@ -274,13 +274,6 @@ func (d *answerDecoder) number(v *json.Number) bool {
 		return d.Literal("null")
 	}
 	return false
-}
-
-// isNumber reports whether s is exactly one JSON number.
-func isNumber(s []byte) bool {
-	r := jsontext.Reader{Data: s}
-	_, ok := r.Number()
-	return ok && r.Off == len(s)
 }
 
 // word returns s as a string, without allocating for the words the
