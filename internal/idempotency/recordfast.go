@@ -17,10 +17,6 @@ import (
 // integers, invalid UTF-8, unusual nesting) to encoding/json, whose answer
 // it must equal exactly whenever it gives one.
 
-// maxFastDepth bounds the nesting the fast decoder follows; encoding/json
-// allows 10000 levels, so anything it accepts below this bound it accepts too.
-const maxFastDepth = 1000
-
 // Indices of the Record and Outcome string fields in recordDecoder.strs.
 const (
 	strFingerprint = iota
@@ -43,8 +39,7 @@ type rawString struct {
 // recordDecoder decodes one record in a single pass. The string fields are
 // first located, then copied into one allocation together.
 type recordDecoder struct {
-	b    []byte
-	i    int
+	jsontext.Reader
 	seen uint32
 	strs [numStrs]rawString
 }
@@ -73,14 +68,9 @@ const (
 // reports false when b is not in the shape it knows (then json.Unmarshal
 // must decide, including whether b is valid at all).
 func decodeRecord(b []byte) (Record, bool) {
-	d := recordDecoder{b: b}
+	d := recordDecoder{Reader: jsontext.Reader{Data: b}}
 	var r Record
-	d.space()
-	if !d.object(&r, false) {
-		return Record{}, false
-	}
-	d.space()
-	if d.i != len(b) {
+	if !d.object(&r, false) || !d.End() {
 		return Record{}, false
 	}
 	if !d.copyStrings(&r) {
@@ -90,41 +80,12 @@ func decodeRecord(b []byte) (Record, bool) {
 }
 
 // object decodes a Record object (outcome false) or its Outcome object
-// (outcome true) starting at d.i.
+// (outcome true) starting at d.Off.
 func (d *recordDecoder) object(r *Record, outcome bool) bool {
-	if !d.byte('{') {
-		return false
-	}
-	d.space()
-	if d.peek() == '}' {
-		d.i++
-		return true
-	}
-	for {
-		key, ok := d.key()
-		if !ok {
-			return false
-		}
-		d.space()
-		if !d.byte(':') {
-			return false
-		}
-		d.space()
-		if !d.field(r, key, outcome) {
-			return false
-		}
-		d.space()
-		switch d.peek() {
-		case ',':
-			d.i++
-			d.space()
-		case '}':
-			d.i++
-			return true
-		default:
-			return false
-		}
-	}
+	return d.Byte('{') && d.Members(func(key []byte) bool {
+		d.Space()
+		return d.field(r, key, outcome)
+	})
 }
 
 // field decodes the value of key into r (or r.Outcome).
@@ -142,10 +103,10 @@ func (d *recordDecoder) field(r *Record, key []byte, outcome bool) bool {
 			bit, ok = seenSubject, d.str(strSubject)
 		case "event":
 			bit = seenEvent
-			start := d.i
-			if end := skipValue(d.b, start, 3); end > 0 {
-				r.Outcome.Event = append(json.RawMessage(nil), d.b[start:end]...)
-				d.i, ok = end, true
+			start := d.Off
+			if d.Skip() {
+				r.Outcome.Event = append(json.RawMessage(nil), d.Data[start:d.Off]...)
+				ok = true
 			}
 		}
 	} else {
@@ -180,7 +141,7 @@ func (d *recordDecoder) field(r *Record, key []byte, outcome bool) bool {
 			r.Uncertain, ok = d.bool()
 		case "outcome":
 			bit = seenOutcome
-			if d.peek() == '{' {
+			if d.Peek() == '{' {
 				r.Outcome = new(Outcome)
 				ok = d.object(r, true)
 			}
@@ -193,46 +154,28 @@ func (d *recordDecoder) field(r *Record, key []byte, outcome bool) bool {
 	return true
 }
 
-// key reads an object key made of plain ASCII (no escapes).
-func (d *recordDecoder) key() ([]byte, bool) {
-	if !d.byte('"') {
-		return nil, false
-	}
-	start := d.i
-	for ; d.i < len(d.b); d.i++ {
-		switch c := d.b[d.i]; {
-		case c == '"':
-			d.i++
-			return d.b[start : d.i-1], true
-		case c == '\\' || c < 0x20 || c >= utf8.RuneSelf:
-			return nil, false
-		}
-	}
-	return nil, false
-}
-
 // str locates the string value of field k; copyStrings copies it later.
 // Escapes other than the two-character ones, and invalid UTF-8 (which
 // encoding/json replaces), are declined.
 func (d *recordDecoder) str(k int) bool {
-	if !d.byte('"') {
+	if !d.Byte('"') {
 		return false
 	}
-	s := rawString{start: d.i}
+	s := rawString{start: d.Off}
 	ascii := true
-	for ; d.i < len(d.b); d.i++ {
-		switch c := d.b[d.i]; {
+	for ; d.Off < len(d.Data); d.Off++ {
+		switch c := d.Data[d.Off]; {
 		case c == '"':
-			if !ascii && !utf8.Valid(d.b[s.start:d.i]) {
+			if !ascii && !utf8.Valid(d.Data[s.start:d.Off]) {
 				return false
 			}
-			s.end = d.i
-			d.i++
+			s.end = d.Off
+			d.Off++
 			d.strs[k] = s
 			return true
 		case c == '\\':
-			d.i++
-			if d.i == len(d.b) || unescape(d.b[d.i]) == 0 {
+			d.Off++
+			if d.Off == len(d.Data) || unescape(d.Data[d.Off]) == 0 {
 				return false
 			}
 			s.escaped = true
@@ -279,7 +222,7 @@ func (d *recordDecoder) copyStrings(r *Record) bool {
 	sb.Grow(n)
 	var ends [numStrs]int
 	for k, s := range d.strs {
-		raw := d.b[s.start:s.end]
+		raw := d.Data[s.start:s.end]
 		if !s.escaped {
 			sb.Write(raw)
 		} else {
@@ -317,15 +260,15 @@ func (d *recordDecoder) copyStrings(r *Record) bool {
 // by handing the quoted bytes to UnmarshalJSON. Strings with escapes are
 // declined.
 func (d *recordDecoder) time(t *time.Time) bool {
-	start := d.i
-	if !d.byte('"') {
+	start := d.Off
+	if !d.Byte('"') {
 		return false
 	}
-	for ; d.i < len(d.b); d.i++ {
-		switch c := d.b[d.i]; {
+	for ; d.Off < len(d.Data); d.Off++ {
+		switch c := d.Data[d.Off]; {
 		case c == '"':
-			d.i++
-			return t.UnmarshalJSON(d.b[start:d.i]) == nil
+			d.Off++
+			return t.UnmarshalJSON(d.Data[start:d.Off]) == nil
 		case c == '\\' || c < 0x20:
 			return false
 		}
@@ -337,18 +280,18 @@ func (d *recordDecoder) time(t *time.Time) bool {
 // as strconv.ParseInt reads it for encoding/json. A fraction or exponent
 // is left unread, so the caller declines it as an unexpected byte.
 func (d *recordDecoder) int() (int64, bool) {
-	neg := d.peek() == '-'
+	neg := d.Peek() == '-'
 	if neg {
-		d.i++
+		d.Off++
 	}
-	start := d.i
+	start := d.Off
 	var n int64
-	for d.i < len(d.b) && '0' <= d.b[d.i] && d.b[d.i] <= '9' {
-		n = n*10 + int64(d.b[d.i]-'0')
-		d.i++
+	for d.Off < len(d.Data) && '0' <= d.Data[d.Off] && d.Data[d.Off] <= '9' {
+		n = n*10 + int64(d.Data[d.Off]-'0')
+		d.Off++
 	}
-	digits := d.i - start
-	if digits == 0 || digits > 18 || (digits > 1 && d.b[start] == '0') {
+	digits := d.Off - start
+	if digits == 0 || digits > 18 || (digits > 1 && d.Data[start] == '0') {
 		return 0, false
 	}
 	if neg {
@@ -359,184 +302,16 @@ func (d *recordDecoder) int() (int64, bool) {
 
 // bool reads true or false.
 func (d *recordDecoder) bool() (bool, bool) {
-	rest := d.b[d.i:]
+	rest := d.Data[d.Off:]
 	switch {
 	case len(rest) >= 4 && string(rest[:4]) == "true":
-		d.i += 4
+		d.Off += 4
 		return true, true
 	case len(rest) >= 5 && string(rest[:5]) == "false":
-		d.i += 5
+		d.Off += 5
 		return false, true
 	}
 	return false, false
-}
-
-// peek returns the byte at d.i, 0 at the end.
-func (d *recordDecoder) peek() byte {
-	if d.i < len(d.b) {
-		return d.b[d.i]
-	}
-	return 0
-}
-
-// byte consumes c.
-func (d *recordDecoder) byte(c byte) bool {
-	if d.peek() != c {
-		return false
-	}
-	d.i++
-	return true
-}
-
-// space skips JSON white space.
-func (d *recordDecoder) space() {
-	d.i = skipSpace(d.b, d.i)
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
-		i++
-	}
-	return i
-}
-
-// skipValue returns the end of the valid JSON value that starts at b[i]
-// (no white space before it), at nesting depth depth, or -1 when there is
-// none or it nests deeper than maxFastDepth. It accepts only what
-// encoding/json's scanner accepts; like it, it lets any byte from 0x20 up
-// stand in a string, valid UTF-8 or not.
-func skipValue(b []byte, i, depth int) int {
-	if i >= len(b) {
-		return -1
-	}
-	switch c := b[i]; {
-	case c == '"':
-		return skipString(b, i)
-	case c == '{' || c == '[':
-		if depth >= maxFastDepth {
-			return -1
-		}
-		end := byte('}')
-		if c == '[' {
-			end = ']'
-		}
-		i = skipSpace(b, i+1)
-		if i < len(b) && b[i] == end {
-			return i + 1
-		}
-		for {
-			if c == '{' {
-				if i = skipString(b, i); i < 0 {
-					return -1
-				}
-				if i = skipSpace(b, i); i >= len(b) || b[i] != ':' {
-					return -1
-				}
-				i = skipSpace(b, i+1)
-			}
-			if i = skipValue(b, i, depth+1); i < 0 {
-				return -1
-			}
-			if i = skipSpace(b, i); i >= len(b) {
-				return -1
-			}
-			switch b[i] {
-			case end:
-				return i + 1
-			case ',':
-				i = skipSpace(b, i+1)
-			default:
-				return -1
-			}
-		}
-	case c == 't':
-		return skipLiteral(b, i, "true")
-	case c == 'f':
-		return skipLiteral(b, i, "false")
-	case c == 'n':
-		return skipLiteral(b, i, "null")
-	case c == '-' || ('0' <= c && c <= '9'):
-		return skipNumber(b, i)
-	}
-	return -1
-}
-
-func skipLiteral(b []byte, i int, lit string) int {
-	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
-		return -1
-	}
-	return i + len(lit)
-}
-
-// skipString returns the end of the JSON string at b[i], -1 if invalid.
-func skipString(b []byte, i int) int {
-	if i >= len(b) || b[i] != '"' {
-		return -1
-	}
-	for i++; i < len(b); i++ {
-		switch c := b[i]; {
-		case c == '"':
-			return i + 1
-		case c < 0x20:
-			return -1
-		case c == '\\':
-			i++
-			if i == len(b) {
-				return -1
-			}
-			if b[i] == 'u' {
-				if len(b)-i <= 4 {
-					return -1
-				}
-				for _, h := range b[i+1 : i+5] {
-					if !('0' <= h && h <= '9' || 'a' <= h && h <= 'f' || 'A' <= h && h <= 'F') {
-						return -1
-					}
-				}
-				i += 4
-			} else if unescape(b[i]) == 0 {
-				return -1
-			}
-		}
-	}
-	return -1
-}
-
-// skipNumber returns the end of the JSON number at b[i], -1 if invalid.
-func skipNumber(b []byte, i int) int {
-	digits := func(i int) int {
-		start := i
-		for i < len(b) && '0' <= b[i] && b[i] <= '9' {
-			i++
-		}
-		if i == start {
-			return -1
-		}
-		return i
-	}
-	if b[i] == '-' {
-		i++
-	}
-	if i < len(b) && b[i] == '0' {
-		i++
-	} else if i = digits(i); i < 0 {
-		return -1
-	}
-	if i < len(b) && b[i] == '.' {
-		if i = digits(i + 1); i < 0 {
-			return -1
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		i++
-		if i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		if i = digits(i); i < 0 {
-			return -1
-		}
-	}
-	return i
 }
 
 // appendRecord appends r in the Record JSON format, byte for byte what
@@ -616,7 +391,8 @@ func outcomeEvent(ev json.RawMessage) ([]byte, bool) {
 	if len(ev) == 0 {
 		return []byte("null"), true
 	}
-	return ev, skipValue(ev, 0, 3) == len(ev)
+	r := jsontext.Reader{Data: ev}
+	return ev, r.Skip() && r.Off == len(ev)
 }
 
 // trimSpace is bytes.TrimSpace where the ends are ASCII; it leaves the
