@@ -187,6 +187,27 @@ func TestRedisTime(t *testing.T) {
 	}
 }
 
+// TestRedisServerRunID checks the scripts' name for the server process
+// against the run_id INFO gives a client: the lost-record check compares it
+// with the one a merchant's epoch marker holds.
+func TestRedisServerRunID(t *testing.T) {
+	r := testenv.StartRedis(t)
+	rdb := r.Client(t)
+	got, err := redis.NewScript(idempotency.LuaLib+`return server_run_id()`).Run(t.Context(), rdb, nil).Text()
+	if err != nil {
+		t.Fatalf("server_run_id() error = %v", err)
+	}
+	info, err := rdb.Info(t.Context(), "server").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(info, "run_id:")
+	want, _, _ := strings.Cut(rest, "\r\n")
+	if len(want) != 40 || got != want {
+		t.Errorf("server_run_id() = %q, want INFO's run_id %q", got, want)
+	}
+}
+
 // TestRedisUnavailable: with Redis down every call fails with an error that
 // is neither ErrFenced nor ErrNotFound (the caller fails closed); when it is
 // back, the same client works again, and a record lost with the server is
