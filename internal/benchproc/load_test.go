@@ -171,6 +171,62 @@ func (p phase) percentile(q float64) time.Duration {
 	return p.lats[min(len(p.lats)-1, int(q*float64(len(p.lats))))]
 }
 
+// loadStored measures the worker as the floors are measured: cmds are
+// published and stored while the worker's consumer is paused, and the clock
+// (and the CPU and allocation counts) start when the pause ends, so the
+// commands' publication is outside the phase, as it is outside the floors'.
+// Its latencies are from publishing, so only its rate means anything.
+func (s *system) loadStored(ctx context.Context, cmds []command, timeout time.Duration) phase {
+	s.b.Helper()
+	subject := s.streams.CommandSubject("capture")
+	if _, err := s.js.PauseConsumer(ctx, s.streams.Commands, s.streams.Consumer, time.Now().Add(time.Hour)); err != nil {
+		s.b.Fatalf("pause the worker's consumer: %v", err)
+	}
+	s.events.expect(len(cmds))
+	for _, c := range cmds {
+		s.events.sending(c.id, time.Now())
+		if _, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: c.body},
+			jetstream.WithMsgID(c.id), jetstream.WithStallWait(time.Minute)); err != nil {
+			s.b.Fatalf("publish %s: %v", c.id, err)
+		}
+	}
+	select {
+	case <-s.js.PublishAsyncComplete():
+	case <-time.After(time.Minute):
+		s.b.Fatalf("%d commands not stored after a minute", s.js.PublishAsyncPending())
+	}
+	// The pause ends by its deadline, not by ResumeConsumer: the server
+	// wakes the consumer at the deadline, while a resume leaves the
+	// worker's waiting pull requests asleep until they are renewed.
+	start := time.Now().Add(200 * time.Millisecond)
+	if _, err := s.js.PauseConsumer(ctx, s.streams.Commands, s.streams.Consumer, start); err != nil {
+		s.b.Fatalf("end the pause of the worker's consumer: %v", err)
+	}
+	time.Sleep(time.Until(start) - 20*time.Millisecond)
+	alloc0 := s.allocatedBytes(ctx)
+	cpu0 := s.cpuSnapshot()
+	lats, last, err := s.events.wait(timeout, s.exited)
+	if err != nil {
+		s.b.Fatalf("worker: %v", err)
+	}
+	cpu1 := s.cpuSnapshot()
+	return phase{
+		n: len(cmds), elapsed: last.Sub(start), lats: lats,
+		cpu: cpu0.until(cpu1), alloc: s.allocatedBytes(ctx) - alloc0,
+	}
+}
+
+// exited returns the error of the first server or worker process that
+// exited.
+func (s *system) exited() error {
+	for _, p := range []*proc{s.nats, s.redis, s.sandbox, s.worker} {
+		if err := p.exitedErr(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // load publishes cmds to the worker, all at once (perSecond 0, asynchronous
 // publishes with a window of publishWindow) or paced at perSecond, and
 // waits for every capture.succeeded event.
@@ -193,14 +249,7 @@ func (s *system) load(ctx context.Context, cmds []command, perSecond float64, ti
 			s.b.Fatalf("publish %s: %v", c.id, err)
 		}
 	}
-	lats, last, err := s.events.wait(timeout, func() error {
-		for _, p := range []*proc{s.nats, s.redis, s.sandbox, s.worker} {
-			if err := p.exitedErr(); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	lats, last, err := s.events.wait(timeout, s.exited)
 	if err != nil {
 		s.b.Fatalf("worker: %v", err)
 	}
