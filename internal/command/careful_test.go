@@ -150,6 +150,10 @@ func FuzzDecodeMatchesCareful(f *testing.F) {
 		`{"command_id":"c","type":"void","merchant_id":"m","transaction_id":"t","notes":null}`,
 		`{"command_id":"c","type":"void","merchant_id":"m","transaction_id":"t","original_transaction_time":"2026-01-02T03:04:05.123+01:00"}`,
 		`{"amount":1e400}`, "{\"command_id\":\"\xff\xfe\"}", `{"a":"\ud800"}`, `{"a":1,}`, `{"a" 1}`,
+		`{"command_id":"c\u0026","type":"v\u006fid","merchant_id":"\ud83d\ude42","transaction_id":"\ud800\n",` +
+			`"notes":"\"\\\/\b\f\r\t\u0000\u003c\u003e\u2028\u2029","metadata":{"\u00e9":"é","é\u0026":"\udc00"}}`,
+		`{"command_id":"c","type":"void","merchant_id":"m","transaction_id":"t","metadata":{"a&":"b","a\u0026":"c"}}`,
+		`{"command_id":"c","type":"void","merchant_id":"m","transaction_id":"t","notes":"\x"}`,
 	} {
 		f.Add([]byte(s))
 	}

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/payworker/payworker/internal/jsontext"
 	"github.com/payworker/payworker/schemas"
@@ -14,7 +15,7 @@ import (
 // AppendJSON appends the JSON of c to dst, byte for byte what json.Marshal
 // writes for a Command (field order, omitempty rules, sorted metadata keys,
 // HTML-safe string escaping), without reflection: it is on the hot path of
-// a batch. TestAppendJSONMatchesMarshal holds it to json.Marshal. It does
+// a batch. FuzzEncodeAgreesWithValidate holds it to json.Marshal. It does
 // not check c; see Check.
 func (c *Command) AppendJSON(dst []byte) []byte {
 	dst = append(dst, `{"command_id":`...)
@@ -69,8 +70,10 @@ func (c *Command) Encode(dst []byte) ([]byte, error) {
 			Message: fmt.Sprintf("message is %d bytes, at most %d allowed", n, MaxSize),
 		})
 	}
-	if err := c.Check(); err != nil {
-		return dst, err
+	if !validFast(string(c.Type), out[len(dst):]) {
+		if err := c.checkSchema(); err != nil {
+			return dst, err
+		}
 	}
 	return out, nil
 }
@@ -78,12 +81,32 @@ func (c *Command) Encode(dst []byte) ([]byte, error) {
 // Check reports whether the JSON of c (json.Marshal, or AppendJSON) passes
 // the command schema of c.Type: nil exactly when Validate would accept it,
 // size aside (Encode checks that too), and otherwise Validate's
-// *InvalidError, with the same problems and texts. It checks a document
-// built from c's fields, so a valid command costs no JSON encoding or
-// parsing; only a command that fails is encoded and decoded, for Decode's
-// explanation.
+// *InvalidError, with the same problems and texts. The JSON of a command
+// of the usual form is checked in one pass, as Decode's fast path reads
+// it; any other goes to the schema validator.
 func (c *Command) Check() error {
-	if c.Type == Capture || c.Type == Void {
+	buf := encodeBufs.Get().(*[]byte)
+	*buf = c.AppendJSON((*buf)[:0])
+	ok := validFast(string(c.Type), *buf)
+	if cap(*buf) <= MaxSize {
+		encodeBufs.Put(buf)
+	}
+	if ok {
+		return nil
+	}
+	return c.checkSchema()
+}
+
+// encodeBufs holds Check's buffers for the JSON of a command.
+var encodeBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// checkSchema is Check by the schema validator, on a document built from
+// c's fields; only a command that fails is encoded and decoded, for
+// Decode's explanation. Metadata keys that are not valid UTF-8 are encoded
+// and decoded too: json.Marshal writes their invalid bytes as U+FFFD, which
+// can make two keys one, a duplicate.
+func (c *Command) checkSchema() error {
+	if (c.Type == Capture || c.Type == Void) && validKeys(c.Metadata) {
 		d := docs.Get().(*doc)
 		err := schemas.ValidateCommand(string(c.Type), c.fill(d))
 		clear(d.top)
@@ -100,8 +123,17 @@ func (c *Command) Check() error {
 	return Validate(string(c.Type), data)
 }
 
-// doc holds the maps of a decoded-JSON command, reused: Check is on the
-// hot path of a batch.
+// validKeys reports whether the keys of m are valid UTF-8.
+func validKeys(m map[string]string) bool {
+	for k := range m {
+		if !utf8.ValidString(k) {
+			return false
+		}
+	}
+	return true
+}
+
+// doc holds the maps of a decoded-JSON command, reused by checkSchema.
 type doc struct{ top, meta map[string]any }
 
 var docs = sync.Pool{New: func() any {

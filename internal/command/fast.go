@@ -1,20 +1,28 @@
 package command
 
 import (
+	"bytes"
+	"strings"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
 // maxAmount is the schemas' maximum amount, 2^53-1.
 const maxAmount = 9007199254740991
 
-// span is the content of a JSON string in a message, between its quotes,
-// as byte offsets; runes is its length in code points, as JSON Schema
-// counts it.
+// span is the text of a JSON string in a message, as byte offsets: of its
+// content between the quotes when it has no escape, and otherwise of its
+// decoded text in fastFields.decoded, offset by the length of the message,
+// as if that followed the message. runes is the text's length in code
+// points, as JSON Schema counts it.
 type span struct{ start, end, runes int }
 
 // fastFields are the members decodeFast found, as spans of the message.
 type fastFields struct {
+	// decoded holds the text of the strings with escapes.
+	decoded []byte
+
 	seen                                                 uint16
 	commandID, idempotencyKey, merchantID, transactionID span
 	currency, notes, originalTransactionTime             span
@@ -51,49 +59,79 @@ type commandAmount struct {
 
 // decodeFast decodes a message in a single pass when it is a valid command
 // of the plainest form: one JSON object whose members are the schema's, each
-// at most once, with strings of valid UTF-8 without escapes or control
-// characters, an amount written as digits only, an
+// at most once, with strings of valid UTF-8 (escapes are decoded as
+// encoding/json decodes them), an amount written as digits only, an
 // original_transaction_time, if any, in the strict RFC 3339 form (uppercase
 // T and Z, at most nine fraction digits, seconds below 60), and nothing but
 // JSON whitespace around the tokens. It then returns what decodeGeneral
 // returns, and ok; for anything else (including every message
 // decodeGeneral rejects) it returns ok false and decides nothing.
 func decodeFast(subjectType string, data []byte) (c *Command, ok bool) {
-	if len(data) > MaxSize {
+	var f fastFields
+	if !f.scan(subjectType, data) {
 		return nil, false
 	}
+	return f.command(data)
+}
+
+// validFast reports whether decodeFast would decode data, without building
+// the command.
+func validFast(subjectType string, data []byte) bool {
 	var f fastFields
+	if !f.scan(subjectType, data) {
+		return false
+	}
+	if f.metadataLen > len(f.metadataBuf) {
+		_, ok := f.command(data) // the map finds repeated keys
+		return ok
+	}
+	keys := f.metadataBuf[:f.metadataLen]
+	for i := 0; i < len(keys); i += 2 {
+		for j := i + 2; j < len(keys); j += 2 {
+			if bytes.Equal(f.text(data, keys[i]), f.text(data, keys[j])) {
+				return false
+			}
+		}
+	}
+	// strictDateTime accepts only times that time.Parse reads, so
+	// command's time.Parse cannot fail (TestDecodeFastDateTimes).
+	return true
+}
+
+// scan reads data into f and checks everything but the uniqueness of the
+// metadata keys (which command checks) for subjectType.
+func (f *fastFields) scan(subjectType string, data []byte) bool {
+	if len(data) > MaxSize {
+		return false
+	}
 	i := skipSpace(data, 0)
 	if i >= len(data) || data[i] != '{' {
-		return nil, false
+		return false
 	}
 	i++
 	for {
-		key, next, ok := scanString(data, skipSpace(data, i))
+		key, next, ok := f.scanString(data, skipSpace(data, i))
 		if !ok {
-			return nil, false
+			return false
 		}
 		if i = skipSpace(data, next); i >= len(data) || data[i] != ':' {
-			return nil, false
+			return false
 		}
-		if i, ok = f.member(data, data[key.start:key.end], skipSpace(data, i+1)); !ok {
-			return nil, false
+		if i, ok = f.member(data, f.text(data, key), skipSpace(data, i+1)); !ok {
+			return false
 		}
 		if i = skipSpace(data, i); i >= len(data) {
-			return nil, false
+			return false
 		}
 		if data[i] == '}' {
 			break
 		}
 		if data[i] != ',' {
-			return nil, false
+			return false
 		}
 		i++
 	}
-	if skipSpace(data, i+1) != len(data) || !f.valid(subjectType) {
-		return nil, false
-	}
-	return f.command(data)
+	return skipSpace(data, i+1) == len(data) && f.valid(subjectType)
 }
 
 // member reads the value of member key, which starts at data[i], and
@@ -139,11 +177,11 @@ func (f *fastFields) member(data, key []byte, i int) (next int, ok bool) {
 	case seenMetadata:
 		return f.scanMetadata(data, i)
 	}
-	s, next, ok := scanString(data, i)
+	s, next, ok := f.scanString(data, i)
 	if !ok {
 		return 0, false
 	}
-	v := data[s.start:s.end]
+	v := f.text(data, s)
 	switch bit {
 	case seenType:
 		switch string(v) {
@@ -210,14 +248,14 @@ func (f *fastFields) scanMetadata(data []byte, i int) (next int, ok bool) {
 		return i + 1, true
 	}
 	for {
-		key, next, ok := scanString(data, i)
+		key, next, ok := f.scanString(data, i)
 		if !ok {
 			return 0, false
 		}
 		if i = skipSpace(data, next); i >= len(data) || data[i] != ':' {
 			return 0, false
 		}
-		val, next, ok := scanString(data, skipSpace(data, i+1))
+		val, next, ok := f.scanString(data, skipSpace(data, i+1))
 		if !ok {
 			return 0, false
 		}
@@ -257,9 +295,13 @@ func (f *fastFields) valid(subjectType string) bool {
 }
 
 // command builds the command from the members of data, whose strings share
-// one copy of data.
+// one copy of data and of the decoded strings.
 func (f *fastFields) command(data []byte) (*Command, bool) {
-	msg := string(data)
+	var b strings.Builder
+	b.Grow(len(data) + len(f.decoded))
+	b.Write(data)
+	b.Write(f.decoded)
+	msg := b.String()
 	str := func(s span) string { return msg[s.start:s.end] }
 	ca := &commandAmount{cmd: Command{
 		CommandID:      str(f.commandID),
@@ -311,35 +353,130 @@ func skipSpace(data []byte, i int) int {
 	return i
 }
 
-// scanString reads the JSON string that starts at data[i] when it has
-// neither escapes nor control characters and is valid UTF-8, the strings
-// encoding/json decodes to their bytes unchanged; next is the offset after
-// its closing quote.
-func scanString(data []byte, i int) (s span, next int, ok bool) {
+// text returns the text of the string s of data.
+func (f *fastFields) text(data []byte, s span) []byte {
+	if s.start >= len(data) {
+		return f.decoded[s.start-len(data) : s.end-len(data)]
+	}
+	return data[s.start:s.end]
+}
+
+// scanString reads the JSON string that starts at data[i] when it is valid
+// UTF-8 (encoding/json would replace invalid bytes); next is the offset
+// after its closing quote. A string without escapes is its bytes, shared;
+// one with escapes is decoded into f.decoded.
+func (f *fastFields) scanString(data []byte, i int) (s span, next int, ok bool) {
 	if i >= len(data) || data[i] != '"' {
 		return span{}, 0, false
 	}
 	start := i + 1
-	ascii := true
+	ascii, escaped := true, false
 	for i = start; i < len(data); i++ {
 		switch b := data[i]; {
 		case b == '"':
-			s = span{start: start, end: i, runes: i - start}
-			if !ascii {
-				v := data[start:i]
-				if !utf8.Valid(v) {
-					return span{}, 0, false
-				}
-				s.runes = utf8.RuneCount(v)
+			v := data[start:i]
+			if !ascii && !utf8.Valid(v) {
+				return span{}, 0, false
 			}
+			if !escaped {
+				s = span{start: start, end: i, runes: len(v)}
+				if !ascii {
+					s.runes = utf8.RuneCount(v)
+				}
+				return s, i + 1, true
+			}
+			if f.decoded == nil {
+				// The text of the strings left is no longer than they are.
+				f.decoded = make([]byte, 0, len(data)-start)
+			}
+			n := len(f.decoded)
+			if f.decoded, ok = appendUnescaped(f.decoded, v); !ok {
+				return span{}, 0, false
+			}
+			s = span{start: len(data) + n, end: len(data) + len(f.decoded), runes: utf8.RuneCount(f.decoded[n:])}
 			return s, i + 1, true
-		case b == '\\' || b < 0x20:
+		case b == '\\':
+			escaped = true
+			i++ // the escaped byte, checked by appendUnescaped
+		case b < 0x20:
 			return span{}, 0, false
 		case b >= utf8.RuneSelf:
 			ascii = false
 		}
 	}
 	return span{}, 0, false
+}
+
+// appendUnescaped appends the text of v, the content of a JSON string
+// without control characters, as encoding/json decodes it: a \u escape of
+// a surrogate that is not the first of a pair followed by the second gives
+// U+FFFD. It reports false for an invalid escape.
+func appendUnescaped(dst, v []byte) ([]byte, bool) {
+	for i := 0; i < len(v); i++ {
+		if v[i] != '\\' {
+			dst = append(dst, v[i])
+			continue
+		}
+		i++
+		if i == len(v) {
+			return dst, false
+		}
+		switch v[i] {
+		case '"', '\\', '/':
+			dst = append(dst, v[i])
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r := hex4(v[i+1:])
+			if r < 0 {
+				return dst, false
+			}
+			i += 4
+			if utf16.IsSurrogate(r) {
+				r2 := rune(-1)
+				if i+2 < len(v) && v[i+1] == '\\' && v[i+2] == 'u' {
+					r2 = hex4(v[i+3:])
+				}
+				if r = utf16.DecodeRune(r, r2); r != utf8.RuneError {
+					i += 6
+				}
+			}
+			dst = utf8.AppendRune(dst, r)
+		default:
+			return dst, false
+		}
+	}
+	return dst, true
+}
+
+// hex4 returns the value of the four hex digits that start b, or -1.
+func hex4(b []byte) rune {
+	if len(b) < 4 {
+		return -1
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return -1
+		}
+		r = r<<4 | rune(c)
+	}
+	return r
 }
 
 func isUpper(b byte) bool { return 'A' <= b && b <= 'Z' }

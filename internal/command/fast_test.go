@@ -1,6 +1,7 @@
 package command
 
 import (
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -20,6 +21,11 @@ var subjects = []string{"capture", "void", ""}
 
 // commonCommands are commands as the publisher builds them, all valid.
 func commonCommands() []*Command {
+	return append(plainCommands(), escapedCommands()...)
+}
+
+// plainCommands are commands whose JSON has no escapes.
+func plainCommands() []*Command {
 	n := func(v int64) *int64 { return &v }
 	at := time.Date(2026, 1, 14, 9, 30, 12, 845_000_000, time.UTC)
 	plus := time.Date(2026, 2, 28, 23, 59, 59, 1, time.FixedZone("", 90*60))
@@ -38,6 +44,25 @@ func commonCommands() []*Command {
 		{CommandID: strings.Repeat("é", 64), Type: Void, IdempotencyKey: strings.Repeat("k", 255),
 			MerchantID: "ÄÖÜäöü€𝄞日本", TransactionID: strings.Repeat("t", 36), Notes: strings.Repeat("ñ", 128),
 			Metadata: map[string]string{"ключ": "значение", "emoji": "🙂"}},
+	}
+}
+
+// escapedCommands are commands with what AppendJSON writes as escapes in
+// their strings: <, >, &, quotes, backslashes, control characters, U+2028,
+// U+2029 and invalid UTF-8, next to other non-ASCII text.
+func escapedCommands() []*Command {
+	n := func(v int64) *int64 { return &v }
+	return []*Command{
+		{CommandID: "cmd-01J9Z3K7Q8R2M4N6P0S5T7V9WX", Type: Capture, IdempotencyKey: "order-88412-capture",
+			MerchantID: "10004512", TransactionID: "8f14e45f-ceea-467f-a9b8-2d3c1b0a9e77",
+			Amount: n(12990), Currency: "EUR", Gateway: "paymentoptions",
+			Notes:    "Tom & Jerry <\"gift\"> für Zoë\nline 2\ttab \\ 🙂",
+			Metadata: map[string]string{"order_id": "88412", "channel": "web & app", "<k>": "a\r\nb"}},
+		{CommandID: "c<1>&", Type: Void, IdempotencyKey: "k\"\\/", MerchantID: "m&<>", TransactionID: "t\u2028\u2029",
+			Notes:    "\x00\x01\b\f\x1f\x7f é \xff\xfe" + strings.Repeat("&", 100),
+			Metadata: map[string]string{"\xff": "\x01", "\u2028": "\u2029", "é&": "€<"}},
+		{CommandID: strings.Repeat("&", 64), Type: Void, MerchantID: strings.Repeat("<", 10),
+			TransactionID: strings.Repeat("\n", 36), Notes: strings.Repeat("\"", 128)},
 	}
 }
 
@@ -72,8 +97,8 @@ func TestDecodeFastTakesCommonCommands(t *testing.T) {
 		}
 		for _, subject := range []string{"", string(want.Type)} {
 			got, ok := decodeFast(subject, data)
-			if !ok {
-				t.Errorf("%s: decodeFast(%q) declined, want it to decode", name, subject)
+			if !ok || !validFast(subject, data) {
+				t.Errorf("%s: decodeFast(%q) declined or validFast false, want them to accept", name, subject)
 				continue
 			}
 			if !reflect.DeepEqual(got, want) {
@@ -93,8 +118,25 @@ func TestDecodeFastDeclines(t *testing.T) {
 		`{` + head + `,"type":"void"}{}`,
 		`{` + head + `,"type":"void",}`,
 		`{` + head + `,"type":"void","type":"void"}`,
-		`{` + head + `,"type":"v\u006fid"}`,
-		`{` + head + `,"type":"void","notes":"a\nb"}`,
+		`{` + head + `,"type":"v\u006fie"}`,
+		`{` + head + `,"type":"void","notes":"a` + "\n" + `b"}`,
+		`{` + head + `,"type":"void","notes":"a` + "\t" + `b"}`,
+		`{` + head + `,"type":"void","notes":"a\xb"}`,
+		`{` + head + `,"type":"void","notes":"a\u12"}`,
+		`{` + head + `,"type":"void","notes":"a\u12G4"}`,
+		`{` + head + `,"type":"void","notes":"a\` + "\x01" + `"}`,
+		`{` + head + `,"type":"void","notes":"a\` + "é" + `"}`,
+		`{` + head + `,"type":"void","notes":"a\"}`,
+		`{` + head + `,"type":"void","notes":"\u00e9` + "\xff" + `"}`,
+		`{` + head + `,"type":"void","notes":"` + strings.Repeat(`\u00e9`, 129) + `"}`,
+		`{` + head + `,"type":"void","notes":"` + strings.Repeat(`\ud83d\ude42`, 129) + `"}`,
+		`{` + head + `,"type":"void","notes":"` + strings.Repeat(`\udc00`, 129) + `"}`,
+		`{` + head + `,"type":"void","typ\u0065":"void"}`,
+		`{` + head + `,"type":"void","\u0074ype":"capture"}`,
+		`{` + head + `,"type":"void","currency":"\u0065UR"}`,
+		`{` + head + `,"type":"void","metadata":{"a&":"b","a\u0026":"c"}}`,
+		`{` + head + `,"type":"void","metadata":{"\ud800":"b","\udfff":"c"}}`,
+		`{` + head + `,"type":"void","metadata":{"\u00e9":"b","\u0065\u0301":"c","é":"d"}}`,
 		`{` + head + `,"type":"void","notes":"` + "\xff" + `"}`,
 		`{` + head + `,"type":"void","notes":"` + "\x7f\x01" + `"}`,
 		`{` + head + `,"type":"void","notes":null}`,
@@ -125,6 +167,94 @@ func TestDecodeFastDeclines(t *testing.T) {
 	}
 }
 
+// escapedStrings are JSON strings with escapes and the text encoding/json
+// decodes them to, empty for an invalid string.
+var escapedStrings = []struct{ json, text string }{
+	{`"\"\\\/\b\f\n\r\t"`, "\"\\/\b\f\n\r\t"},
+	{`"\u0000\u001f\u007f\u003c\u003e\u0026\u2028\u2029\ufffd"`, "\x00\x1f\x7f<>&\u2028\u2029\ufffd"},
+	{`"\u00e9\u00E9\u20AC"`, "éé€"},
+	{`"a\ud83d\ude42b"`, "a🙂b"},
+	{`"\ud83d\uDE42\uDBFF\uDFFF"`, "🙂\U0010FFFF"},
+	{`"\ud800"`, "\ufffd"},
+	{`"\udc00\ud800x"`, "\ufffd\ufffdx"},
+	{`"\ud800\ud800\udc00"`, "\ufffd𐀀"},
+	{`"\ud800\u0041"`, "\ufffdA"},
+	{`"\ud800\n"`, "\ufffd\n"},
+	{`"\ud800\u00"`, ""},
+	{`"é\"ü\\"`, "é\"ü\\"},
+	{`"\x"`, ""},
+	{`"\u"`, ""},
+	{`"\u123"`, ""},
+	{`"\u12g4"`, ""},
+	{`"\` + "\n" + `"`, ""},
+	{`"\\\"`, ""},
+}
+
+// TestDecodeFastEscapes holds decodeFast to decodeGeneral and to
+// encoding/json on strings with escapes in every member, keys included.
+func TestDecodeFastEscapes(t *testing.T) {
+	for _, e := range escapedStrings {
+		var want string
+		if err := json.Unmarshal([]byte(e.json), &want); err != nil {
+			want = ""
+		}
+		if want != e.text {
+			t.Errorf("encoding/json decodes %s to %q, the test expects %q", e.json, want, e.text)
+		}
+		valid := want != ""
+		for _, data := range []string{
+			`{"command_id":` + e.json + `,"type":"void","merchant_id":"m","transaction_id":"t"}`,
+			`{"command_id":"c","type":"void","merchant_id":"m","transaction_id":"t","notes":` + e.json + `}`,
+			`{"command_id":"c","type":"void","merchant_id":"m","transaction_id":"t","metadata":{` + e.json + `:` + e.json + `,"k":"v"}}`,
+		} {
+			got, ok := decodeFast("void", []byte(data))
+			if ok != valid || validFast("void", []byte(data)) != valid {
+				t.Errorf("decodeFast(%s) ok = %v, want %v, and validFast the same", data, ok, valid)
+			}
+			careful, err := decodeCareful("void", []byte(data))
+			if ok && (err != nil || !reflect.DeepEqual(got, careful)) {
+				t.Errorf("decodeFast(%s) = %+v, decodeCareful's = %+v, %v", data, got, careful, err)
+			}
+		}
+	}
+	for _, data := range []string{
+		`{"\u0063ommand_id":"c","typ\u0065":"v\u006fid","merchant_id":"m","transaction_id":"t"}`,
+		`{"command_id":"c","type":"capture","merchant_id":"m","transaction_id":"t","amount":1,` +
+			`"currency":"\u0045UR","gateway":"\u0073ibs","original_transaction_time":"2026-01-14T09:30:12\u002e5\u002B01:00"}`,
+		`{"command_id":"c","type":"void","merchant_id":"` + strings.Repeat(`\ud83d\ude42`, 10) + `","transaction_id":"t",` +
+			`"notes":"` + strings.Repeat(`\u00e9`, 128) + `","metadata":{"\u00e9":"b","\u0065\u0301":"c"}}`,
+	} {
+		want, err := decodeGeneral("", []byte(data))
+		if err != nil {
+			t.Fatalf("decodeGeneral(%s) error = %v", data, err)
+		}
+		if got, ok := decodeFast("", []byte(data)); !ok || !reflect.DeepEqual(got, want) || !validFast("", []byte(data)) {
+			t.Errorf("decodeFast(%s) = %+v, %v, want %+v", data, got, ok, want)
+		}
+	}
+}
+
+// TestDecodeFastShares holds decodeFast to one copy of the message for its
+// strings, and one more for the text of those with escapes.
+func TestDecodeFastShares(t *testing.T) {
+	for _, c := range []struct {
+		cmd    *Command
+		allocs float64
+	}{{plainCommands()[0], 4}, {escapedCommands()[0], 5}} {
+		data := c.cmd.AppendJSON(nil)
+		if n := testing.AllocsPerRun(100, func() { _, _ = decodeFast("capture", data) }); n > c.allocs {
+			t.Errorf("decodeFast: %v allocations, want at most %v: %s", n, c.allocs, data)
+		}
+		if n := testing.AllocsPerRun(100, func() { _ = validFast("capture", data) }); n > c.allocs-4 {
+			t.Errorf("validFast: %v allocations, want at most %v: %s", n, c.allocs-4, data)
+		}
+		buf := make([]byte, 0, 4096)
+		if n := testing.AllocsPerRun(100, func() { _, _ = c.cmd.Encode(buf) }); n > c.allocs-4 {
+			t.Errorf("Encode: %v allocations, want at most %v: %s", n, c.allocs-4, data)
+		}
+	}
+}
+
 // TestDecodeFastDateTimes holds decodeFast to decodeGeneral on
 // original_transaction_time around every boundary of its date and time.
 func TestDecodeFastDateTimes(t *testing.T) {
@@ -150,6 +280,8 @@ func TestDecodeFastDateTimes(t *testing.T) {
 		want, wantErr := decodeGeneral("void", data)
 		got, ok := decodeFast("void", data)
 		switch {
+		case validFast("void", data) != ok:
+			t.Errorf("validFast(%s) = %v, decodeFast's ok = %v", ts, !ok, ok)
 		case ok && wantErr != nil:
 			t.Errorf("decodeFast(%s) = %+v, decodeGeneral's error = %v", ts, got, wantErr)
 		case ok && !reflect.DeepEqual(got, want):
@@ -191,6 +323,8 @@ func FuzzDecodeFast(f *testing.F) {
 		head + `"type":"capture","amount":9007199254740991,"currency":"EUR"}`,
 		head + `"type":"capture","amount":9007199254740992,"currency":"EUR"}`,
 		head + "\"type\":\"void\",\"notes\":\"\u2028\ufffd\x7f\"}",
+		head + `"type":"void","metadata":{"a&":"b","a\u0026":"c","\u00e9":"\ud83d\ude42","\ud800":"\udc00\ud800"}}`,
+		head + `"t\u0079pe":"v\u006Fid","notes":"\"\\\/\b\f\n\r\t\u0000\u003c\u003e\u0026\u2028\u2029"}`,
 		" \t\r\n" + head + "\"type\" : \"void\" , \"metadata\" : { } } \n",
 	} {
 		f.Add([]byte(s))
@@ -199,6 +333,9 @@ func FuzzDecodeFast(f *testing.F) {
 		for _, subject := range subjects {
 			want, wantErr := decodeGeneral(subject, data)
 			got, ok := decodeFast(subject, data)
+			if validFast(subject, data) != ok {
+				t.Fatalf("validFast(%q, %q) = %v, decodeFast's ok = %v", subject, data, !ok, ok)
+			}
 			if ok {
 				if wantErr != nil {
 					t.Fatalf("decodeFast(%q, %q) = %+v, decodeGeneral's error = %v", subject, data, got, wantErr)
@@ -258,6 +395,7 @@ func BenchmarkDecode(b *testing.B) {
 	}{
 		{"example", example},
 		{"appendjson", commonCommands()[0].AppendJSON(nil)},
+		{"escaped", escapedCommands()[0].AppendJSON(nil)},
 	}
 	for _, in := range inputs {
 		for _, dec := range []struct {
