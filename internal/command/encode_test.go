@@ -90,13 +90,13 @@ func FuzzEncodeAgreesWithValidate(f *testing.F) {
 // Validate on json.Marshal's bytes.
 func checkAgrees(t *testing.T, c *command.Command) {
 	t.Helper()
-	want, err := json.Marshal(c)
-	if err != nil {
+	want, marshalErr := json.Marshal(c)
+	if marshalErr != nil {
 		if err := c.Check(); err == nil {
-			t.Errorf("Check(%+v) = nil, json.Marshal's error = %v", c, err)
+			t.Errorf("Check(%+v) = nil, json.Marshal's error = %v", c, marshalErr)
 		}
 		if _, err := c.Encode(nil); err == nil {
-			t.Errorf("Encode(%+v) error = nil, json.Marshal's error = %v", c, err)
+			t.Errorf("Encode(%+v) error = nil, json.Marshal's error = %v", c, marshalErr)
 		}
 		return
 	}
