@@ -184,11 +184,7 @@ func (s *system) loadStored(ctx context.Context, cmds []command, timeout time.Du
 	}
 	s.events.expect(len(cmds))
 	for _, c := range cmds {
-		s.events.sending(c.id, time.Now())
-		if _, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: c.body},
-			jetstream.WithMsgID(c.id), jetstream.WithStallWait(time.Minute)); err != nil {
-			s.b.Fatalf("publish %s: %v", c.id, err)
-		}
+		s.publish(subject, c)
 	}
 	select {
 	case <-s.js.PublishAsyncComplete():
@@ -203,17 +199,7 @@ func (s *system) loadStored(ctx context.Context, cmds []command, timeout time.Du
 		s.b.Fatalf("end the pause of the worker's consumer: %v", err)
 	}
 	time.Sleep(time.Until(start) - 20*time.Millisecond)
-	alloc0 := s.allocatedBytes(ctx)
-	cpu0 := s.cpuSnapshot()
-	lats, last, err := s.events.wait(timeout, s.exited)
-	if err != nil {
-		s.b.Fatalf("worker: %v", err)
-	}
-	cpu1 := s.cpuSnapshot()
-	return phase{
-		n: len(cmds), elapsed: last.Sub(start), lats: lats,
-		cpu: cpu0.until(cpu1), alloc: s.allocatedBytes(ctx) - alloc0,
-	}
+	return s.measure(ctx, len(cmds), start, timeout, nil)
 }
 
 // exited returns the error of the first server or worker process that
@@ -234,20 +220,30 @@ func (s *system) load(ctx context.Context, cmds []command, perSecond float64, ti
 	s.b.Helper()
 	subject := s.streams.CommandSubject("capture")
 	s.events.expect(len(cmds))
+	return s.measure(ctx, len(cmds), time.Time{}, timeout, func(start time.Time) {
+		for i, c := range cmds {
+			if perSecond > 0 {
+				if d := time.Until(start.Add(time.Duration(float64(i) / perSecond * float64(time.Second)))); d > 0 {
+					time.Sleep(d)
+				}
+			}
+			s.publish(subject, c)
+		}
+	})
+}
+
+// measure counts the worker's allocations and every process's CPU from
+// now, runs send (if any) with start (now, when zero), and waits for the n
+// events expected; the phase's time runs from start to the last event.
+func (s *system) measure(ctx context.Context, n int, start time.Time, timeout time.Duration, send func(start time.Time)) phase {
+	s.b.Helper()
 	alloc0 := s.allocatedBytes(ctx)
 	cpu0 := s.cpuSnapshot()
-	start := time.Now()
-	for i, c := range cmds {
-		if perSecond > 0 {
-			if d := time.Until(start.Add(time.Duration(float64(i) / perSecond * float64(time.Second)))); d > 0 {
-				time.Sleep(d)
-			}
-		}
-		s.events.sending(c.id, time.Now())
-		if _, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: c.body},
-			jetstream.WithMsgID(c.id), jetstream.WithStallWait(time.Minute)); err != nil {
-			s.b.Fatalf("publish %s: %v", c.id, err)
-		}
+	if start.IsZero() {
+		start = time.Now()
+	}
+	if send != nil {
+		send(start)
 	}
 	lats, last, err := s.events.wait(timeout, s.exited)
 	if err != nil {
@@ -255,7 +251,16 @@ func (s *system) load(ctx context.Context, cmds []command, perSecond float64, ti
 	}
 	cpu1 := s.cpuSnapshot()
 	return phase{
-		n: len(cmds), elapsed: last.Sub(start), lats: lats,
+		n: n, elapsed: last.Sub(start), lats: lats,
 		cpu: cpu0.until(cpu1), alloc: s.allocatedBytes(ctx) - alloc0,
+	}
+}
+
+// publish sends the command c to subject, asynchronously, and records when.
+func (s *system) publish(subject string, c command) {
+	s.events.sending(c.id, time.Now())
+	if _, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subject, Data: c.body},
+		jetstream.WithMsgID(c.id), jetstream.WithStallWait(time.Minute)); err != nil {
+		s.b.Fatalf("publish %s: %v", c.id, err)
 	}
 }
