@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/payworker/payworker/internal/streams"
 )
 
 // How the waits read the events stream.
@@ -592,21 +594,10 @@ func (f *follower) fetch(ctx context.Context, a answer) (Event, error) {
 }
 
 // deleteConsumer deletes an ordered consumer's current server-side
-// consumer, which would otherwise linger until its inactivity threshold.
+// consumer on the events stream.
 func (c *Client) deleteConsumer(cons jetstream.Consumer) {
-	info := cons.CachedInfo()
-	if info == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	_ = c.js.DeleteConsumer(ctx, c.streams.Events, info.Name)
+	streams.DeleteConsumer(c.js, c.streams.Events, cons)
 }
 
 // streamErr turns a missing events stream into ErrNotProvisioned.
-func (c *Client) streamErr(err error) error {
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("stream %s: %w", c.streams.Events, ErrNotProvisioned)
-	}
-	return err
-}
+func (c *Client) streamErr(err error) error { return streams.NotProvisioned(c.streams.Events, err) }

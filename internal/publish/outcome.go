@@ -1,11 +1,6 @@
 package publish
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"time"
-
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/payworker/payworker/internal/events"
@@ -56,24 +51,10 @@ type Match struct {
 }
 
 // deleteConsumer returns a function that deletes the ordered consumer's
-// current server-side consumer, which would otherwise linger until its
-// inactivity threshold.
+// current server-side consumer on the events stream.
 func (c *Client) deleteConsumer(cons jetstream.Consumer) func() {
-	return func() {
-		info := cons.CachedInfo()
-		if info == nil {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = c.js.DeleteConsumer(ctx, c.streams.Events, info.Name)
-	}
+	return func() { streams.DeleteConsumer(c.js, c.streams.Events, cons) }
 }
 
 // streamErr turns a missing events stream into streams.ErrNotProvisioned.
-func (c *Client) streamErr(err error) error {
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("stream %s: %w", c.streams.Events, streams.ErrNotProvisioned)
-	}
-	return err
-}
+func (c *Client) streamErr(err error) error { return streams.NotProvisioned(c.streams.Events, err) }
