@@ -1,9 +1,6 @@
 package paymentoptions
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"strconv"
 	"strings"
 
@@ -11,23 +8,10 @@ import (
 	"github.com/payworker/payworker/internal/jsontext"
 )
 
-// decodeAnswer reads body into ans exactly as decodeAnswerCareful does
-// (the same answer, an error or not): the gateway's usual answers in one
-// pass by decodeAnswerFast, any other by decodeAnswerCareful.
+// decodeAnswer reads body into ans as gateway.DecodeAnswerCareful does, the
+// gateway's usual answers in one pass by decodeAnswerFast.
 func decodeAnswer(body []byte, ans *answer) error {
-	if decodeAnswerFast(body, ans) {
-		return nil
-	}
-	return decodeAnswerCareful(body, ans)
-}
-
-// decodeAnswerCareful refuses a blank body and reads any other with
-// json.Unmarshal.
-func decodeAnswerCareful(body []byte, ans *answer) error {
-	if len(bytes.TrimSpace(body)) == 0 {
-		return errors.New("empty body")
-	}
-	return json.Unmarshal(body, ans)
+	return gateway.DecodeAnswer(body, ans, decodeAnswerFast)
 }
 
 // decodeAnswerFast reads body into ans when body is valid JSON whose every

@@ -130,13 +130,13 @@ func prefilled() answer {
 	return a
 }
 
-// checkSameAnswer fails unless decodeAnswer and decodeAnswerCareful read
+// checkSameAnswer fails unless decodeAnswer and gateway.DecodeAnswerCareful read
 // body into the same answer, starting from start, and both fail or
 // neither. It reports whether the single-pass reader read it.
 func checkSameAnswer(t *testing.T, body []byte, start answer) (fast bool) {
 	t.Helper()
 	careful, got := start, start
-	carefulErr := decodeAnswerCareful(body, &careful)
+	carefulErr := gateway.DecodeAnswerCareful(body, &careful)
 	err := decodeAnswer(body, &got)
 	if (err == nil) != (carefulErr == nil) || !reflect.DeepEqual(got, careful) {
 		t.Fatalf("decodeAnswer(%q) = %+v, %v; json.Unmarshal gives %+v, %v", body, got, err, careful, carefulErr)
@@ -216,7 +216,7 @@ func BenchmarkDecodeAnswer(b *testing.B) {
 		name   string
 		decode func([]byte, *answer) error
 	}{
-		{"careful", decodeAnswerCareful},
+		{"careful", gateway.DecodeAnswerCareful[answer]},
 		{"fast", decodeAnswer},
 	} {
 		b.Run(bench.name, func(b *testing.B) {

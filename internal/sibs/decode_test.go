@@ -224,13 +224,13 @@ func prefilledAll() answer {
 // place does not change the next start.
 var starts = []func() answer{func() answer { return answer{} }, prefilled, prefilledAll}
 
-// checkSameAnswer fails unless decodeAnswer and decodeAnswerCareful read
+// checkSameAnswer fails unless decodeAnswer and gateway.DecodeAnswerCareful read
 // body into the same answer, starting from start(), and both fail or
 // neither. It reports whether the single-pass reader read it.
 func checkSameAnswer(t *testing.T, body []byte, start func() answer) (fast bool) {
 	t.Helper()
 	careful, got := start(), start()
-	carefulErr := decodeAnswerCareful(body, &careful)
+	carefulErr := gateway.DecodeAnswerCareful(body, &careful)
 	err := decodeAnswer(body, &got)
 	if (err == nil) != (carefulErr == nil) || !reflect.DeepEqual(got, careful) {
 		t.Fatalf("decodeAnswer(%q) = %s, %v; json.Unmarshal gives %s, %v", body, dump(got), err, dump(careful), carefulErr)
@@ -348,7 +348,7 @@ func BenchmarkDecodeAnswer(b *testing.B) {
 			name   string
 			decode func([]byte, *answer) error
 		}{
-			{"careful", decodeAnswerCareful},
+			{"careful", gateway.DecodeAnswerCareful[answer]},
 			{"fast", decodeAnswer},
 		} {
 			b.Run(body.name+"/"+bench.name, func(b *testing.B) {
