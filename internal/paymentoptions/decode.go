@@ -21,12 +21,7 @@ func decodeAnswer(body []byte, ans *answer) error {
 func decodeAnswerFast(body []byte, ans *answer) bool {
 	d := answerDecoder{jsontext.Reader{Data: body}}
 	a := *ans
-	d.Space()
-	if !d.Byte('{') || !d.answer(&a) {
-		return false
-	}
-	d.Space()
-	if d.Off != len(d.Data) {
+	if !d.Byte('{') || !d.answer(&a) || !d.End() {
 		return false
 	}
 	*ans = a

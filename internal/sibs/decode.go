@@ -25,11 +25,7 @@ func decodeAnswerFast(body []byte, ans *answer) bool {
 	}
 	d := answerDecoder{jsontext.Reader{Data: body}}
 	a := *ans
-	if !d.Byte('{') || !d.answer(&a) {
-		return false
-	}
-	d.Space()
-	if d.Off != len(d.Data) {
+	if !d.Byte('{') || !d.answer(&a) || !d.End() {
 		return false
 	}
 	*ans = a
