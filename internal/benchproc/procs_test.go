@@ -335,8 +335,13 @@ func readMachineCPU() (machineCPU, error) {
 
 // perfEnv names the directory where, when it is set, the worker's CPU is
 // recorded with `perf record -g` during each burst (the worker serves no
-// pprof endpoint). Read the result with `perf report -i FILE`.
-const perfEnv = "BENCHPROC_PERF"
+// pprof endpoint). Read the result with `perf report -i FILE`. perfProcEnv
+// names another process to record instead ("nats-server", "redis-server"
+// or "sandbox"), and then during the gateway floor too, to compare.
+const (
+	perfEnv     = "BENCHPROC_PERF"
+	perfProcEnv = "BENCHPROC_PERF_PROC"
+)
 
 // perfRecord starts perf on pid, writing dir/name.perf.data, when perfEnv
 // is set and perf is installed; stop ends it (SIGINT) and waits.
@@ -368,6 +373,23 @@ func perfRecord(b *testing.B, pid int, name string) (stop func()) {
 			b.Logf("perf record: %v: %s", err, bytes.TrimSpace(log.Bytes()))
 			return
 		}
-		b.Logf("worker CPU profile: perf report -i %s", out)
+		b.Logf("CPU profile: perf report -i %s", out)
+	}
+}
+
+// perfProc is the process perfProcEnv names, the worker by default.
+func (s *system) perfProc() *proc {
+	switch os.Getenv(perfProcEnv) {
+	case "", "worker":
+		return s.worker
+	case "nats-server":
+		return s.nats
+	case "redis-server":
+		return s.redis
+	case "sandbox":
+		return s.sandbox
+	default:
+		s.b.Fatalf("%s=%q: want worker, nats-server, redis-server or sandbox", perfProcEnv, os.Getenv(perfProcEnv))
+		return nil
 	}
 }
