@@ -204,7 +204,10 @@ func (s *system) round(ctx context.Context, prefix string, latency time.Duration
 
 	pace := f.worker / 2
 	n := max(100, int(pace*pacedFor.Seconds()))
-	p := s.load(ctx, captures(prefix+"-p", auths(n)), pace, pacedFor+60*time.Second)
+	halfAuths := auths(n)
+	stopPerf = perfRecord(b, perfProc.pid(), perfName+"-half-"+perfProc.name)
+	p := s.load(ctx, captures(prefix+"-p", halfAuths), pace, pacedFor+60*time.Second)
+	stopPerf()
 	f.pacedRate = p.rate()
 	f.p50 = float64(p.percentile(0.50).Microseconds()) / 1000
 	f.p99 = float64(p.percentile(0.99).Microseconds()) / 1000

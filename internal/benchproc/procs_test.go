@@ -334,8 +334,8 @@ func readMachineCPU() (machineCPU, error) {
 }
 
 // perfEnv names the directory where, when it is set, the worker's CPU is
-// recorded with `perf record -g` during each burst (the worker serves no
-// pprof endpoint). Read the result with `perf report -i FILE`. perfProcEnv
+// recorded with `perf record -g` during each burst and, in a file of its
+// own ("-half-"), at half load (the worker serves no pprof endpoint). Read the result with `perf report -i FILE`. perfProcEnv
 // names another process to record instead ("nats-server", "redis-server"
 // or "sandbox"), and then during the gateway floor too, to compare.
 const (
