@@ -187,8 +187,11 @@ func (s *system) round(ctx context.Context, prefix string, latency time.Duration
 	b.Logf("%s store floor (%d in flight, Redis SET NX + SET): %.0f captures/s; %s", prefix, s.concurrency, f.storeFloor, use.describe(burst))
 
 	stopPerf = perfRecord(b, perfProc.pid(), perfName+"-"+perfProc.name)
+	before := s.scrape(ctx)
 	w := s.load(ctx, captures(prefix+"-w", workerAuths), 0, 100*time.Second)
 	stopPerf()
+	b.Logf("%s worker's own timings in the burst, from its /metrics: %s", prefix,
+		describeTimings(before, s.scrape(ctx), float64(s.concurrency)/w.rate()))
 	f.worker = w.rate()
 	f.workerCPU = w.cpu.perItem("worker", w.n)
 	f.sandboxCPU = w.cpu.perItem("sandbox", w.n)

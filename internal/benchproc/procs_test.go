@@ -256,6 +256,60 @@ func metricValue(exposition []byte, name string) (float64, error) {
 	return 0, fmt.Errorf("metric %s not exposed", name)
 }
 
+// histogramTotals sums the _sum and _count of every series of the histogram
+// name whose labels contain match ("" for all of them).
+func histogramTotals(exposition []byte, name, match string) (sum, count float64) {
+	sc := bufio.NewScanner(bytes.NewReader(exposition))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		var total *float64
+		var rest string
+		if r, ok := strings.CutPrefix(line, name+"_sum"); ok {
+			total, rest = &sum, r
+		} else if r, ok := strings.CutPrefix(line, name+"_count"); ok {
+			total, rest = &count, r
+		} else {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, " ")
+		if !ok || (labels != "" && labels[0] != '{') || !strings.Contains(labels, match) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
+			*total += v
+		}
+	}
+	return sum, count
+}
+
+// describeTimings tells, from the worker's /metrics before and after a
+// phase, the mean time of a command's handling (from its delivery to its
+// ack), of its gateway calls and of its claim and completion in Redis, and
+// what a slot spends between two commands (cycle, concurrency ÷ rate, less
+// the handling): pulling the next one.
+func describeTimings(before, after []byte, cycle float64) string {
+	mean := func(name, match string) (float64, float64) {
+		s0, n0 := histogramTotals(before, name, match)
+		s1, n1 := histogramTotals(after, name, match)
+		if n1 <= n0 {
+			return 0, 0
+		}
+		return (s1 - s0) / (n1 - n0) * 1000, n1 - n0
+	}
+	handling, n := mean("payworker_command_duration_seconds", "")
+	gateway, calls := mean("payworker_gateway_request_duration_seconds", "")
+	claim, _ := mean("payworker_idempotency_store_duration_seconds", `operation="claim"`)
+	complete, _ := mean("payworker_idempotency_store_duration_seconds", `operation="complete"`)
+	if n == 0 {
+		return "no command handled"
+	}
+	gw := gateway * calls / n
+	return fmt.Sprintf("handling %.1f ms a command: gateway %.1f (%.2f calls), claim %.1f, complete %.1f, the rest %.1f; "+
+		"a slot's cycle (concurrency ÷ rate) %.1f ms, so %.1f ms between two commands",
+		handling, gw, calls/n, claim, complete, handling-gw-claim-complete, cycle*1000, cycle*1000-handling)
+}
+
 // clockTicks is the kernel's USER_HZ (getconf CLK_TCK), the unit of the CPU
 // times in /proc/<pid>/stat and /proc/stat.
 var clockTicks = sync.OnceValue(func() time.Duration {

@@ -230,14 +230,20 @@ func (u cpuUse) describe(n int) string {
 	return buf.String()
 }
 
-// allocatedBytes is the worker's go_memstats_alloc_bytes_total.
-func (s *system) allocatedBytes(ctx context.Context) float64 {
+// scrape reads the worker's /metrics.
+func (s *system) scrape(ctx context.Context) []byte {
 	s.b.Helper()
 	body, err := httpGet(ctx, s.metricsURL)
 	if err != nil {
 		s.b.Fatal(err)
 	}
-	v, err := metricValue(body, "go_memstats_alloc_bytes_total")
+	return body
+}
+
+// allocatedBytes is the worker's go_memstats_alloc_bytes_total.
+func (s *system) allocatedBytes(ctx context.Context) float64 {
+	s.b.Helper()
+	v, err := metricValue(s.scrape(ctx), "go_memstats_alloc_bytes_total")
 	if err != nil {
 		s.b.Fatal(err)
 	}
