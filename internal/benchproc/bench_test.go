@@ -209,8 +209,11 @@ func (s *system) round(ctx context.Context, prefix string, latency time.Duration
 	n := max(100, int(pace*pacedFor.Seconds()))
 	halfAuths := auths(n)
 	stopPerf = perfRecord(b, perfProc.pid(), perfName+"-half-"+perfProc.name)
+	before = s.scrape(ctx)
 	p := s.load(ctx, captures(prefix+"-p", halfAuths), pace, pacedFor+60*time.Second)
 	stopPerf()
+	b.Logf("%s worker's own timings at half load: %s", prefix,
+		describeTimings(before, s.scrape(ctx), 0))
 	f.pacedRate = p.rate()
 	f.p50 = float64(p.percentile(0.50).Microseconds()) / 1000
 	f.p99 = float64(p.percentile(0.99).Microseconds()) / 1000

@@ -287,7 +287,8 @@ func histogramTotals(exposition []byte, name, match string) (sum, count float64)
 // phase, the mean time of a command's handling (from its delivery to its
 // ack), of its gateway calls and of its claim and completion in Redis, and
 // what a slot spends between two commands (cycle, concurrency ÷ rate, less
-// the handling): pulling the next one.
+// the handling): pulling the next one. A cycle of 0 (slots not all busy, as
+// at half load) leaves that out.
 func describeTimings(before, after []byte, cycle float64) string {
 	mean := func(name, match string) (float64, float64) {
 		s0, n0 := histogramTotals(before, name, match)
@@ -305,9 +306,12 @@ func describeTimings(before, after []byte, cycle float64) string {
 		return "no command handled"
 	}
 	gw := gateway * calls / n
-	return fmt.Sprintf("handling %.1f ms a command: gateway %.1f (%.2f calls), claim %.1f, complete %.1f, the rest %.1f; "+
-		"a slot's cycle (concurrency ÷ rate) %.1f ms, so %.1f ms between two commands",
-		handling, gw, calls/n, claim, complete, handling-gw-claim-complete, cycle*1000, cycle*1000-handling)
+	out := fmt.Sprintf("handling %.1f ms a command: gateway %.1f (%.2f calls), claim %.1f, complete %.1f, the rest %.1f",
+		handling, gw, calls/n, claim, complete, handling-gw-claim-complete)
+	if cycle > 0 {
+		out += fmt.Sprintf("; a slot's cycle (concurrency ÷ rate) %.1f ms, so %.1f ms between two commands", cycle*1000, cycle*1000-handling)
+	}
+	return out
 }
 
 // clockTicks is the kernel's USER_HZ (getconf CLK_TCK), the unit of the CPU
