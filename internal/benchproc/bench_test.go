@@ -42,15 +42,19 @@ const pacedFor = 3 * time.Second
 // ratio to each floor (and, for default settings at 100ms, to Little's law,
 // concurrency ÷ latency), p50/p99 at half capacity, and per command of the
 // burst: the CPU time of the worker (and of each server, and of the
-// machine) and the bytes the worker allocated. Each iteration of b.N
-// measures everything once on the same servers; run it with -benchtime 1x:
+// machine) and the bytes the worker allocated. It logs, for the burst and
+// the half-load phase, the worker's own mean timings from its /metrics:
+// handling, gateway, claim, completion and, in the burst, the time a slot
+// waits between two commands. Each iteration of b.N measures everything
+// once on the same servers; run it with -benchtime 1x:
 //
 //	go test -run '^$' -bench BenchmarkProcess -benchtime 1x ./internal/benchproc
 //
 // It builds the binaries from the working tree, and is skipped when
 // redis-server is not installed. With BENCHPROC_PERF=<dir> it also records
-// the worker with `perf record -g` during each burst (the worker serves no
-// pprof endpoint).
+// the worker with `perf record -g` during each burst and at half load (the
+// worker serves no pprof endpoint); BENCHPROC_PERF_PROC records another
+// process instead.
 func BenchmarkProcess(b *testing.B) {
 	bins := buildBinaries(b, b.TempDir())
 	for _, tc := range []struct {
