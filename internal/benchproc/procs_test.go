@@ -393,9 +393,10 @@ func readMachineCPU() (machineCPU, error) {
 
 // perfEnv names the directory where, when it is set, the worker's CPU is
 // recorded with `perf record -g` during each burst and, in a file of its
-// own ("-half-"), at half load (the worker serves no pprof endpoint). Read the result with `perf report -i FILE`. perfProcEnv
-// names another process to record instead ("nats-server", "redis-server"
-// or "sandbox"), and then during the gateway floor too, to compare.
+// own ("-half-"), at half load (the worker serves no pprof endpoint). Read
+// the result with `perf report -i FILE`. perfProcEnv names another process
+// to record instead ("nats-server", "redis-server" or "sandbox"), and then
+// during the gateway floor too, to compare.
 const (
 	perfEnv     = "BENCHPROC_PERF"
 	perfProcEnv = "BENCHPROC_PERF_PROC"
