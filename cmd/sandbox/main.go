@@ -13,7 +13,8 @@
 //	LOG_LEVEL          debug (one record per request), info, warn or error
 //
 // Faults are set at run time with POST /_sandbox/faults; GET /_sandbox/ledger
-// lists the applied captures and voids.
+// lists the applied captures and voids; POST /_sandbox/gc runs the garbage
+// collector now (benchmarks do before timing latency).
 package main
 
 import (

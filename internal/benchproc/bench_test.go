@@ -212,6 +212,9 @@ func (s *system) round(ctx context.Context, prefix string, latency time.Duration
 	pace := f.worker / 2
 	n := max(100, int(pace*pacedFor.Seconds()))
 	halfAuths := auths(n)
+	if err := s.gateway.collectGarbage(ctx); err != nil {
+		b.Fatal(err)
+	}
 	stopPerf = perfRecord(b, perfProc.pid(), perfName+"-half-"+perfProc.name)
 	before = s.scrape(ctx)
 	p := s.load(ctx, captures(prefix+"-p", halfAuths), pace, pacedFor+60*time.Second)

@@ -276,7 +276,8 @@ func (s *Sandbox) Calls(op string) int {
 // Handler returns the HTTP handler of the gateway endpoints, for any path
 // prefix before /api/v1/server-to-server-interface/<op> (PaymentOptions) or
 // a path ending in /api/v1/payments[/{id}/<op>] (SIBS), and of the control
-// endpoints /_sandbox/faults (GET, POST) and /_sandbox/ledger (GET).
+// endpoints /_sandbox/faults (GET, POST), /_sandbox/ledger (GET) and
+// /_sandbox/gc (POST).
 func (s *Sandbox) Handler() http.Handler {
 	return http.HandlerFunc(s.serveHTTP)
 }
@@ -288,6 +289,9 @@ func (s *Sandbox) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case "/_sandbox/ledger":
 		s.serveLedger(w, r)
+		return
+	case "/_sandbox/gc":
+		serveGC(w, r)
 		return
 	}
 	if m := sibsPath.FindStringSubmatch(r.URL.EscapedPath()); m != nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -100,7 +101,7 @@ func do(t *testing.T, srv *httptest.Server, method, path string, body any, heade
 		return reply{status: resp.StatusCode, err: err}
 	}
 	r := reply{status: resp.StatusCode, header: resp.Header, raw: raw}
-	if bytes.HasPrefix(raw, []byte("[")) {
+	if bytes.HasPrefix(raw, []byte("[")) || (r.status == http.StatusNoContent && len(raw) == 0) {
 		return r
 	}
 	if err := json.Unmarshal(raw, &r.body); err != nil {
@@ -346,6 +347,28 @@ func TestLedgerRecordsAppliedOperations(t *testing.T) {
 	var overHTTP []sandbox.Operation
 	if err := json.Unmarshal(r.raw, &overHTTP); err != nil || len(overHTTP) != 2 || overHTTP[0].ID != want[0].ID {
 		t.Errorf("GET /_sandbox/ledger = %d %s (%v), want the two operations", r.status, r.raw, err)
+	}
+}
+
+func TestGCCollectsAndKeepsTheLedger(t *testing.T) {
+	sb, srv := server(t, sandbox.Options{})
+	auth := sb.Authorise(merchant, 1000, "JPY")
+	capture(t, srv, auth, 700)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if r := do(t, srv, http.MethodPost, "/_sandbox/gc", nil, nil); r.err != nil || r.status != http.StatusNoContent {
+		t.Fatalf("POST /_sandbox/gc = %d %s (%v), want 204", r.status, r.raw, r.err)
+	}
+	runtime.ReadMemStats(&after)
+	if after.NumGC <= before.NumGC {
+		t.Errorf("NumGC %d after POST /_sandbox/gc, %d before: no collection ran", after.NumGC, before.NumGC)
+	}
+	if got := sb.Ledger(); len(got) != 1 || got[0].AuthorisationID != auth {
+		t.Errorf("Ledger() after the collection = %+v, want the capture of %s", got, auth)
+	}
+	r := do(t, srv, http.MethodGet, "/_sandbox/gc", nil, nil)
+	if r.status != http.StatusMethodNotAllowed || r.header.Get("Allow") != "POST" {
+		t.Errorf("GET /_sandbox/gc = %d, Allow %q, want 405 and Allow POST", r.status, r.header.Get("Allow"))
 	}
 }
 
