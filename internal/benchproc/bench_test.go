@@ -178,14 +178,12 @@ func (s *system) round(ctx context.Context, prefix string, latency time.Duration
 	b.Logf("%s raw JetStream floor (%d pending): %.0f msgs/s; %s", prefix, floorPending, f.jsFloor, use.describe(burst))
 	perfName := strings.NewReplacer("/", "_", "=", "").Replace(b.Name()) + "-" + prefix
 	perfProc := s.perfProc()
-	var stopPerf func()
+	stopPerf := func() {} // the worker is idle during the floors
 	if perfProc != s.worker {
 		stopPerf = perfRecord(b, perfProc.pid(), perfName+"-gwfloor-"+perfProc.name)
 	}
 	f.gwFloor, use = s.floor(ctx, prefix+"-gw", captures(prefix+"-gw", floorAuths), s.concurrency, s.gateway, nil)
-	if stopPerf != nil {
-		stopPerf()
-	}
+	stopPerf()
 	b.Logf("%s gateway floor (%d in flight): %.0f captures/s; %s", prefix, s.concurrency, f.gwFloor, use.describe(burst))
 	f.storeFloor, use = s.floor(ctx, prefix+"-store", captures(prefix+"-store", storeAuths), s.concurrency, s.gateway, s.store)
 	b.Logf("%s store floor (%d in flight, Redis SET NX + SET): %.0f captures/s; %s", prefix, s.concurrency, f.storeFloor, use.describe(burst))

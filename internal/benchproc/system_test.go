@@ -258,10 +258,8 @@ func (s *system) allocatedBytes(ctx context.Context) float64 {
 // checkAlive fails the benchmark if a server has exited.
 func (s *system) checkAlive() {
 	s.b.Helper()
-	for _, p := range []*proc{s.nats, s.redis, s.sandbox, s.worker} {
-		if err := p.exitedErr(); err != nil {
-			s.b.Fatal(err)
-		}
+	if err := s.exited(); err != nil {
+		s.b.Fatal(err)
 	}
 }
 
